@@ -1,0 +1,118 @@
+{{/*
+Chart name, overridable with nameOverride; truncated to 63 characters because Kubernetes names
+(DNS-1123 labels) are limited to that.
+*/}}
+{{- define "sessionrec.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name: <release>-<chart>, or the release name alone when it already contains
+the chart name; truncated to 63 characters (DNS-1123 label limit).
+*/}}
+{{- define "sessionrec.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, as used by the helm.sh/chart label ("+" is not allowed in label values).
+*/}}
+{{- define "sessionrec.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels on every object.
+*/}}
+{{- define "sessionrec.labels" -}}
+helm.sh/chart: {{ include "sessionrec.chart" . }}
+{{ include "sessionrec.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: sessionrec
+{{- end }}
+
+{{/*
+Selector labels: the Deployment selector is immutable, so these never change on upgrade
+(no version, no model version here).
+*/}}
+{{- define "sessionrec.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sessionrec.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Name of the ServiceAccount the pods run as.
+*/}}
+{{- define "sessionrec.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "sessionrec.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The project image: repository@digest when a digest is given, else repository:tag (tag defaults to
+the chart appVersion, so the image is always pinned).
+*/}}
+{{- define "sessionrec.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod name pattern of this release's Deployment (<fullname>-<replicaset hash>-<suffix>), used to
+scope PromQL to this release.
+*/}}
+{{- define "sessionrec.podRegex" -}}
+{{- printf "%s-[a-z0-9]+-[a-z0-9]+" (include "sessionrec.fullname" .) }}
+{{- end }}
+
+{{/*
+Is an autoscaler in charge of the replica count?
+*/}}
+{{- define "sessionrec.autoscaled" -}}
+{{- if or .Values.autoscaling.hpa.enabled .Values.autoscaling.keda.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+The model repository URI for s3 / gcs, rendered with tpl so it may refer to .Values.model.version.
+*/}}
+{{- define "sessionrec.repositoryUri" -}}
+{{- $source := .Values.modelRepository.source }}
+{{- if eq $source "s3" }}
+{{- tpl .Values.modelRepository.s3.uri . }}
+{{- else if eq $source "gcs" }}
+{{- tpl .Values.modelRepository.gcs.uri . }}
+{{- else }}
+{{- printf "pvc://%s/%s" .Values.modelRepository.pvc.claimName .Values.modelRepository.pvc.subPath }}
+{{- end }}
+{{- end }}
+
+{{/*
+Checks across values that a JSON schema states badly; each fails with a message naming the keys.
+*/}}
+{{- define "sessionrec.validate" -}}
+{{- if and .Values.autoscaling.hpa.enabled .Values.autoscaling.keda.enabled }}
+{{- fail "autoscaling.hpa.enabled and autoscaling.keda.enabled are exclusive: both would drive the Deployment's replicas" }}
+{{- end }}
+{{- if gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas) }}
+{{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
+{{- end }}
+{{- if le (int .Values.terminationGracePeriodSeconds) (add .Values.preStopSleepSeconds .Values.triton.exitTimeoutSeconds | int) }}
+{{- fail "terminationGracePeriodSeconds must exceed preStopSleepSeconds + triton.exitTimeoutSeconds, or in-flight requests are cut off" }}
+{{- end }}
+{{- end }}

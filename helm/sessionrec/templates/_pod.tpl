@@ -1,0 +1,286 @@
+{{/*
+Pieces of the pod spec, kept here so deployment.yaml reads top to bottom.
+*/}}
+
+{{/*
+tritonserver flags. Models load explicitly, all of them, at start (never the `poll` mode: a new
+model version arrives by a rolling update, so every pod serves the same version).
+*/}}
+{{- define "sessionrec.tritonArgs" -}}
+- --model-repository={{ .Values.modelRepository.mountPath }}
+- --model-control-mode=explicit
+- --load-model=*
+- --strict-readiness=true
+- --exit-on-error=true
+- --exit-timeout-secs={{ .Values.triton.exitTimeoutSeconds }}
+- --http-address=0.0.0.0
+- --http-port=8000
+- --grpc-address=0.0.0.0
+- --grpc-port=8001
+- --allow-metrics=true
+- --metrics-address=0.0.0.0
+- --metrics-port=8002
+- --allow-gpu-metrics={{ .Values.gpu.enabled }}
+{{- if .Values.triton.summaryLatencies }}
+- --metrics-config=summary_latencies=true
+{{- end }}
+- --log-verbose={{ .Values.triton.logVerbose }}
+- --backend-config=python,shm-default-byte-size={{ int64 .Values.triton.python.shmDefaultByteSize }}
+- --backend-config=python,shm-growth-byte-size={{ int64 .Values.triton.python.shmGrowthByteSize }}
+{{- if .Values.tls.enabled }}
+- --grpc-use-ssl=true
+- --grpc-server-cert=/etc/sessionrec/tls/tls.crt
+- --grpc-server-key=/etc/sessionrec/tls/tls.key
+{{- if .Values.tls.mutual }}
+- --grpc-use-ssl-mutual=true
+- --grpc-root-cert=/etc/sessionrec/tls/ca.crt
+{{- end }}
+{{- end }}
+{{- with .Values.triton.extraArgs }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Container resources: the values' requests and limits, plus the GPU limit when GPUs are on
+(extended resources are requested at their limit).
+*/}}
+{{- define "sessionrec.resources" -}}
+{{- $resources := deepCopy .Values.resources }}
+{{- if .Values.gpu.enabled }}
+{{- $_ := set $resources.limits .Values.gpu.resourceName (int .Values.gpu.count) }}
+{{- end }}
+{{- toYaml $resources }}
+{{- end }}
+
+{{/*
+Environment shared by the containers that run the project image. HOME and the caches point at
+the /tmp emptyDir because the root filesystem is read-only.
+*/}}
+{{- define "sessionrec.commonEnv" -}}
+- name: HOME
+  value: /tmp
+- name: XDG_CACHE_HOME
+  value: /tmp/.cache
+- name: CUDA_CACHE_PATH
+  value: /tmp/.nv/ComputeCache
+- name: SESSIONREC_ENGINE_CACHE
+  value: {{ .Values.engineCache.mountPath | quote }}
+- name: SESSIONREC_MODEL_VERSION
+  value: {{ .Values.model.version | quote }}
+{{- end }}
+
+{{/*
+prepare-repository: (pvc) copy the claim into the pod-local repository; then, when
+model.version is set, check that some model has that version directory and keep only that
+version of every model that has it, so the pod serves exactly model.version (older number =
+rollback). Runs with bash from the project image. tests/helm runs this script on a fake repository.
+*/}}
+{{- define "sessionrec.prepareScript" -}}
+set -eu
+if [ -n "${SOURCE_DIR:-}" ]; then
+  echo "copying ${SOURCE_URI} into ${REPOSITORY}"
+  cp -R "${SOURCE_DIR}/." "${REPOSITORY}/"
+fi
+if [ -n "${MODEL_VERSION}" ]; then
+  found=0
+  for model in "${REPOSITORY}"/*/; do
+    [ -d "${model}${MODEL_VERSION}" ] || continue
+    found=1
+    for version in "${model}"*/; do
+      name=$(basename "${version}")
+      case "${name}" in
+        *[!0-9]*) ;;
+        "${MODEL_VERSION}") ;;
+        *) rm -rf "${version}"; echo "model.version=${MODEL_VERSION}: dropped ${model}${name}" ;;
+      esac
+    done
+  done
+  if [ "${found}" != 1 ]; then
+    echo "model.version=${MODEL_VERSION}: no model under ${SOURCE_URI} has a directory of that version" >&2
+    exit 1
+  fi
+fi
+echo "repository ready: $(ls "${REPOSITORY}" | tr '\n' ' ')"
+{{- end }}
+
+{{/*
+Init containers: fetch (s3 / gcs), prepare (copy from pvc, select the version), and the optional
+TensorRT plan build on the node's own GPU.
+*/}}
+{{- define "sessionrec.initContainers" -}}
+{{- $source := .Values.modelRepository.source }}
+{{- $repo := .Values.modelRepository }}
+{{- if eq $source "s3" }}
+- name: fetch-repository
+  image: "{{ $repo.s3.image.repository }}:{{ $repo.s3.image.tag }}"
+  imagePullPolicy: {{ $repo.s3.image.pullPolicy }}
+  command:
+    - aws
+    - s3
+    - sync
+    - --only-show-errors
+    - --no-progress
+    {{- with $repo.s3.endpointUrl }}
+    - --endpoint-url={{ . }}
+    {{- end }}
+    - {{ include "sessionrec.repositoryUri" . | quote }}
+    - {{ $repo.mountPath | quote }}
+  env:
+    - name: HOME
+      value: /tmp
+    {{- with $repo.s3.region }}
+    - name: AWS_REGION
+      value: {{ . | quote }}
+    {{- end }}
+  {{- with $repo.s3.credentialsSecret }}
+  envFrom:
+    - secretRef:
+        name: {{ . }}
+  {{- end }}
+  resources:
+    {{- toYaml $repo.initResources | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: model-repository
+      mountPath: {{ $repo.mountPath }}
+    - name: tmp
+      mountPath: /tmp
+{{- else if eq $source "gcs" }}
+- name: fetch-repository
+  image: "{{ $repo.gcs.image.repository }}:{{ $repo.gcs.image.tag }}"
+  imagePullPolicy: {{ $repo.gcs.image.pullPolicy }}
+  command:
+    - gcloud
+    - storage
+    - rsync
+    - --recursive
+    - {{ include "sessionrec.repositoryUri" . | quote }}
+    - {{ $repo.mountPath | quote }}
+  env:
+    - name: HOME
+      value: /tmp
+    - name: CLOUDSDK_CONFIG
+      value: /tmp/gcloud
+    {{- if $repo.gcs.credentialsSecret }}
+    - name: CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE
+      value: /var/run/secrets/gcs/key.json
+    {{- end }}
+  resources:
+    {{- toYaml $repo.initResources | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: model-repository
+      mountPath: {{ $repo.mountPath }}
+    - name: tmp
+      mountPath: /tmp
+    {{- if $repo.gcs.credentialsSecret }}
+    - name: gcs-credentials
+      mountPath: /var/run/secrets/gcs
+      readOnly: true
+    {{- end }}
+{{- end }}
+- name: prepare-repository
+  image: {{ include "sessionrec.image" . | quote }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  command:
+    - bash
+    - -c
+    - |
+      {{- include "sessionrec.prepareScript" . | nindent 6 }}
+  env:
+    - name: REPOSITORY
+      value: {{ $repo.mountPath | quote }}
+    - name: SOURCE_URI
+      value: {{ include "sessionrec.repositoryUri" . | quote }}
+    - name: MODEL_VERSION
+      value: {{ .Values.model.version | quote }}
+    {{- if eq $source "pvc" }}
+    - name: SOURCE_DIR
+      value: /repository-source
+    {{- end }}
+  resources:
+    {{- toYaml $repo.initResources | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: model-repository
+      mountPath: {{ $repo.mountPath }}
+    - name: tmp
+      mountPath: /tmp
+    {{- if eq $source "pvc" }}
+    - name: repository-source
+      mountPath: /repository-source
+      readOnly: true
+      {{- with $repo.pvc.subPath }}
+      subPath: {{ . }}
+      {{- end }}
+    {{- end }}
+{{- if .Values.engineBuild.enabled }}
+- name: build-engine
+  image: {{ include "sessionrec.image" . | quote }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  command:
+    {{- toYaml .Values.engineBuild.command | nindent 4 }}
+  env:
+    {{- include "sessionrec.commonEnv" . | nindent 4 }}
+  resources:
+    {{- include "sessionrec.resources" . | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: model-repository
+      mountPath: {{ $repo.mountPath }}
+    - name: engine-cache
+      mountPath: {{ .Values.engineCache.mountPath }}
+    - name: tmp
+      mountPath: /tmp
+    - name: shm
+      mountPath: /dev/shm
+{{- end }}
+{{- end }}
+
+{{/*
+Pod volumes.
+*/}}
+{{- define "sessionrec.volumes" -}}
+- name: model-repository
+  emptyDir:
+    sizeLimit: {{ .Values.modelRepository.sizeLimit }}
+{{- if eq .Values.modelRepository.source "pvc" }}
+- name: repository-source
+  persistentVolumeClaim:
+    claimName: {{ .Values.modelRepository.pvc.claimName }}
+    readOnly: true
+{{- end }}
+{{- if and (eq .Values.modelRepository.source "gcs") .Values.modelRepository.gcs.credentialsSecret }}
+- name: gcs-credentials
+  secret:
+    secretName: {{ .Values.modelRepository.gcs.credentialsSecret }}
+    defaultMode: 0440
+{{- end }}
+# Memory-backed: python-backend tensors cross between Triton and the stub processes here.
+- name: shm
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ .Values.shm.sizeLimit }}
+- name: tmp
+  emptyDir:
+    sizeLimit: 2Gi
+- name: engine-cache
+{{- if .Values.engineCache.persistence.enabled }}
+  persistentVolumeClaim:
+    claimName: {{ default (printf "%s-engine-cache" (include "sessionrec.fullname" .)) .Values.engineCache.persistence.existingClaim }}
+{{- else }}
+  emptyDir:
+    sizeLimit: 10Gi
+{{- end }}
+{{- if .Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ .Values.tls.secretName }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}

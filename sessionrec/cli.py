@@ -1,0 +1,59 @@
+"""`sessionrec` command line: a thin layer over the library; errors become one readable line.
+
+    sessionrec train DATA --out DIR          train with validation-based selection
+    sessionrec evaluate CHECKPOINT DATA      full-catalogue metrics, baselines side by side
+    sessionrec export CHECKPOINT --repository DIR     new verified Triton model version
+    sessionrec serve --repository DIR        embedded tritonserver on 127.0.0.1
+    sessionrec recommend ITEM ... --url HOST:PORT     ask a running server
+    sessionrec demo                          all of the above on the bundled sample
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each sub-command lives in its own module (pipx-style) and registers itself via `add_parser(sub)`.
+COMMANDS = [
+    "sessionrec.commands.train_cmd",
+    "sessionrec.commands.evaluate_cmd",
+    "sessionrec.commands.export_cmd",
+    "sessionrec.commands.serve_cmd",
+    "sessionrec.commands.recommend_cmd",
+    "sessionrec.commands.demo_cmd",
+]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sessionrec", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # command not built into this install
+                continue
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sessionrec.errors import USER_ERRORS
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or EXIT_OK)
+    except USER_ERRORS as exc:
+        print(f"sessionrec {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"sessionrec {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

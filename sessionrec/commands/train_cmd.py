@@ -1,0 +1,64 @@
+"""`sessionrec train`: train a session model with validation-based epoch selection."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+
+from sessionrec.model import ModelConfig
+from sessionrec.train import TrainConfig, train
+
+
+def _add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip=()) -> None:
+    """One kebab-case flag per config field; the default shown is the dataclass's (one source)."""
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default: {f.default}")
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+            parser.add_argument(flag, type=kind, default=None, help=f"default: {f.default}")
+
+
+def _config_from(cls, args, skip=()):
+    values = {f.name: getattr(args, f.name) for f in fields(cls) if f.name not in skip and getattr(args, f.name) is not None}
+    return cls(**values)
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser(
+        "train",
+        help="train a session model",
+        description=(
+            "Train on a SR-GNN-format folder (train_sessions.txt/test_sessions.txt) or a raw click log "
+            "(Diginetica `session_id;user_id;item_id;timeframe;eventdate` or `session_id,item_id,timestamp`). "
+            "Epochs are selected on a time-based validation split; the test set is never read. "
+            "Example: sessionrec train ../shared/data/diginetica --out runs/digi"
+        ),
+    )
+    parser.add_argument("data", help="SR-GNN folder or raw click-log CSV")
+    parser.add_argument("--out", required=True, help="output folder (best.pt, last.pt, history.json, training.png)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    model = parser.add_argument_group("model (ModelConfig)")
+    _add_dataclass_flags(model, ModelConfig, skip=("n_items",))
+    training = parser.add_argument_group("training (TrainConfig)")
+    _add_dataclass_flags(training, TrainConfig)
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    result = train(
+        args.data,
+        args.out,
+        model_config=_config_from(ModelConfig, args, skip=("n_items",)),
+        config=_config_from(TrainConfig, args),
+        resume=args.resume,
+        progress=not args.quiet,
+    )
+    print(json.dumps({"best": str(result.best_path), "best_epoch": result.best_epoch,
+                      "valid": result.valid_metrics, "seconds": round(result.seconds, 1)}, indent=2))
+    return 0

@@ -1,0 +1,198 @@
+"""The session model: SR-GNN (Wu et al., AAAI 2019) with optional self-attention and NISER normalisation.
+
+Follows the SR-GNN reference implementation (github.com/CRIPAC-DIG/SR-GNN, `pytorch_code/model.py`):
+a gated graph neural network over the session graph (sessionrec.graph), then a soft-attention
+readout of the last item and the whole session. Options, each a field of `ModelConfig`:
+
+- node update: the SR-GNN GRU-style gated cell, or a mean aggregation (one linear map, no gates:
+  about a third of the cell's multiply-adds, for cheaper inference);
+- multi-head self-attention over the session's nodes (as in GC-SAN, Xu et al. IJCAI 2019), with an
+  optional low-rank key/query projection (rank r < d/heads: an approximate attention that costs less);
+- NISER (Gupta et al., 2019): L2-normalised item embeddings and session vector, scaled by sigma, which
+  counters popularity bias and trains faster.
+
+The interface that export, serving and tests share (STYLE.md):
+    encode(items, alias, adj_in, adj_out, mask) -> (B, d) session vectors   [the only exported part]
+    item_embeddings() -> (N, d) scoring table for model ids 1..N (row i-1 is item i)
+    scores = encode(...) @ item_embeddings().T       (dot product: FAISS inner-product serves it)
+Only tensor operations on padded inputs (no per-sample Python), so encode exports to ONNX with
+dynamic batch and length.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NODE_UPDATES = ("gated", "mean")
+# Masking constant: finite so a fully padded row stays NaN-free, and small enough for FP16 (max 65504).
+NEG = -1e4
+
+
+@dataclass
+class ModelConfig:
+    n_items: int = 0  # catalogue size N (model ids 1..N, 0 = padding); set from the data
+    dim: int = 100  # embedding / hidden size d; 100 as in SR-GNN
+    max_len: int = 32  # sessions keep their last max_len clicks; Diginetica p99.9 is 29
+    node_update: str = "gated"  # "gated" (SR-GNN GRU cell) or "mean" (cheaper, no gates)
+    steps: int = 1  # propagation steps; SR-GNN found 1 best on Diginetica
+    attention_heads: int = 0  # 0 = no self-attention over nodes; else number of heads (must divide dim)
+    attention_rank: int = 0  # 0 = full-rank keys/queries (dim/heads per head); r > 0 = low-rank r per head
+    normalize: bool = True  # NISER: L2-normalise items and session vector
+    scale: float = 12.0  # NISER sigma: logit temperature when normalize is on (paper range 10-16)
+    dropout: float = 0.1  # on node inputs, training only
+
+    def validate(self) -> "ModelConfig":
+        if self.n_items < 1:
+            raise ValueError(f"n_items must be >= 1, got {self.n_items}")
+        if self.node_update not in NODE_UPDATES:
+            raise ValueError(f"node_update must be one of {NODE_UPDATES}, got {self.node_update!r}")
+        if self.attention_heads and self.dim % self.attention_heads:
+            raise ValueError(f"attention_heads={self.attention_heads} must divide dim={self.dim}")
+        if self.steps < 1 or self.max_len < 1 or self.dim < 1:
+            raise ValueError("steps, max_len and dim must be >= 1")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class GatedCell(nn.Module):
+    """SR-GNN's gated graph cell (eq. 1-5): messages along in/out edges, then a GRU-style update."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.edge_in = nn.Linear(d, d)
+        self.edge_out = nn.Linear(d, d)
+        self.w_ih = nn.Linear(2 * d, 3 * d)
+        self.w_hh = nn.Linear(d, 3 * d)
+
+    def forward(self, h, adj_in, adj_out):
+        a = torch.cat([adj_in @ self.edge_in(h), adj_out @ self.edge_out(h)], dim=-1)  # (B, L, 2d)
+        i_r, i_z, i_n = self.w_ih(a).chunk(3, dim=-1)
+        h_r, h_z, h_n = self.w_hh(h).chunk(3, dim=-1)
+        reset = torch.sigmoid(i_r + h_r)
+        update = torch.sigmoid(i_z + h_z)
+        new = torch.tanh(i_n + reset * h_n)
+        return new + update * (h - new)  # (B, L, d)
+
+
+class MeanCell(nn.Module):
+    """Mean aggregation: h + tanh(W [A_in h ; A_out h]). No gates, one (2d x d) map per step."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.proj = nn.Linear(2 * d, d)
+
+    def forward(self, h, adj_in, adj_out):
+        return h + torch.tanh(self.proj(torch.cat([adj_in @ h, adj_out @ h], dim=-1)))
+
+
+class NodeSelfAttention(nn.Module):
+    """Multi-head self-attention over a session's nodes, residual + layer norm (GC-SAN style).
+
+    With rank r > 0 the keys and queries are projected to r dims per head instead of d/heads:
+    the score computation shrinks from L*L*d to L*L*r*heads multiply-adds.
+    """
+
+    def __init__(self, d: int, heads: int, rank: int = 0):
+        super().__init__()
+        self.heads = heads
+        self.qk_dim = rank if rank > 0 else d // heads
+        self.q = nn.Linear(d, heads * self.qk_dim)
+        self.k = nn.Linear(d, heads * self.qk_dim)
+        self.v = nn.Linear(d, d)
+        self.out = nn.Linear(d, d)
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, h, node_mask):
+        B, L, d = h.shape
+        q = self.q(h).view(B, L, self.heads, self.qk_dim).transpose(1, 2)  # (B, H, L, r)
+        k = self.k(h).view(B, L, self.heads, self.qk_dim).transpose(1, 2)  # (B, H, L, r)
+        v = self.v(h).view(B, L, self.heads, d // self.heads).transpose(1, 2)  # (B, H, L, d/H)
+        logits = q @ k.transpose(-1, -2) / math.sqrt(self.qk_dim)  # (B, H, L, L)
+        logits = logits.masked_fill(node_mask[:, None, None, :] == 0, NEG)
+        att = torch.softmax(logits, dim=-1) @ v  # (B, H, L, d/H)
+        att = att.transpose(1, 2).reshape(B, L, d)
+        return self.norm(h + self.out(att))
+
+
+class SessionModel(nn.Module):
+    """SR-GNN family encoder + item table; see the module docstring for the interface."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config.validate()
+        d = config.dim
+        self.embedding = nn.Embedding(config.n_items + 1, d, padding_idx=0)
+        cell = GatedCell if config.node_update == "gated" else MeanCell
+        self.cell = cell(d)
+        self.attention = (
+            NodeSelfAttention(d, config.attention_heads, config.attention_rank) if config.attention_heads else None
+        )
+        self.readout_last = nn.Linear(d, d)  # SR-GNN linear_one
+        self.readout_all = nn.Linear(d, d)  # linear_two
+        self.readout_score = nn.Linear(d, 1, bias=False)  # linear_three
+        self.combine = nn.Linear(2 * d, d)  # linear_transform of [global ; last]
+        self.dropout = nn.Dropout(config.dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # SR-GNN initialises every weight uniform(-1/sqrt(d), 1/sqrt(d)).
+        bound = 1.0 / math.sqrt(self.config.dim)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+        if self.attention is not None:
+            nn.init.ones_(self.attention.norm.weight)
+            nn.init.zeros_(self.attention.norm.bias)
+
+    def _table(self) -> torch.Tensor:
+        table = self.embedding.weight  # (N+1, d)
+        return F.normalize(table, dim=-1) if self.config.normalize else table
+
+    def item_embeddings(self) -> torch.Tensor:
+        """(N, d) scoring vectors of model ids 1..N."""
+        return self._table()[1:]
+
+    def encode(self, items, alias, adj_in, adj_out, mask, table=None) -> torch.Tensor:
+        """Padded session graphs (sessionrec.graph) -> (B, d) session vectors."""
+        table = self._table() if table is None else table
+        h = self.dropout(F.embedding(items, table))  # (B, L, d)
+        for _ in range(self.config.steps):
+            h = self.cell(h, adj_in, adj_out)
+        if self.attention is not None:
+            h = self.attention(h, (items > 0).to(h.dtype))
+        d = h.shape[-1]
+        seq = torch.gather(h, 1, alias.unsqueeze(-1).expand(-1, -1, d))  # (B, L, d) per position
+        last_index = (mask.sum(dim=1).long() - 1).clamp(min=0)  # (B,)
+        last = torch.gather(seq, 1, last_index.view(-1, 1, 1).expand(-1, 1, d)).squeeze(1)  # (B, d)
+        weights = self.readout_score(torch.sigmoid(self.readout_last(last).unsqueeze(1) + self.readout_all(seq)))
+        global_ = (weights * seq * mask.unsqueeze(-1)).sum(dim=1)  # (B, d)
+        session = self.combine(torch.cat([global_, last], dim=-1))  # (B, d)
+        if self.config.normalize:
+            session = self.config.scale * F.normalize(session, dim=-1)
+        return session
+
+    def forward(self, items, alias, adj_in, adj_out, mask) -> torch.Tensor:
+        """(B, N) scores over model ids 1..N (column j is item j+1)."""
+        table = self._table()  # normalised once per step: it is the whole catalogue
+        return self.encode(items, alias, adj_in, adj_out, mask, table) @ table[1:].T
+
+    def loss(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over the full catalogue; targets are model ids 1..N."""
+        return F.cross_entropy(scores, targets - 1)
+
+
+class EncoderForExport(nn.Module):
+    """The export boundary: encode() as forward(), in eval mode (no dropout)."""
+
+    def __init__(self, model: SessionModel):
+        super().__init__()
+        self.model = model.eval()
+
+    def forward(self, items, alias, adj_in, adj_out, mask):
+        return self.model.encode(items, alias, adj_in, adj_out, mask)

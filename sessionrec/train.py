@@ -1,0 +1,228 @@
+"""Training: Adam with step decay and L2, epochs selected on a time-based validation split.
+
+The test set is never read here. Each epoch trains on every prefix of the training sessions (the
+SR-GNN protocol), then scores the validation prefixes over the full catalogue; the checkpoint with
+the best validation HR@20 + MRR@20 is kept as `best.pt`, and `last.pt` holds everything needed to
+resume (weights, optimizer, scheduler, history).
+
+    sessionrec train data/diginetica-sample.csv --out runs/demo --epochs 3 --dim 32   # tiny, CPU, ~1 min
+    sessionrec train ../shared/data/diginetica --out runs/digi                         # full split
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sessionrec.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from sessionrec.data import DataError, SessionDataset, item_counts, load_dataset, prefixes, validation_split
+from sessionrec.evaluate import evaluate_model
+from sessionrec.graph import build_batch
+from sessionrec.model import ModelConfig, SessionModel
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10  # upper bound; early stopping usually ends sooner
+    batch_size: int = 100  # SR-GNN's value
+    lr: float = 1e-3
+    lr_decay: float = 0.1  # multiply the learning rate by this ...
+    lr_decay_every: int = 3  # ... every this many epochs (SR-GNN: 0.1 every 3)
+    l2: float = 1e-5  # Adam weight decay, SR-GNN's value
+    patience: int = 2  # stop after this many epochs without a validation gain
+    valid_fraction: float = 0.1  # most recent share of training sessions held out for selection
+    seed: int = 42
+    max_train_examples: int = 0  # 0 = all prefixes; >0 samples this many per epoch (quick runs)
+    eval_batch_size: int = 500
+    threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores)
+    max_minutes: float = 0.0  # 0 = no limit; else start no epoch expected to end past this budget
+
+
+@dataclass
+class TrainResult:
+    best_path: Path
+    last_path: Path
+    best_epoch: int
+    valid_metrics: dict
+    history: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _batch_tensors(sessions: list[list[int]], max_len: int):
+    graphs = build_batch(sessions, max_len, pad_to_longest=True)
+    return [torch.from_numpy(x) for x in (graphs.items, graphs.alias, graphs.adj_in, graphs.adj_out, graphs.mask)]
+
+
+def selection_score(metrics: dict) -> float:
+    """One number for epoch selection: both headline metrics count (HR@20 + MRR@20)."""
+    return metrics["HR@20"] + metrics["MRR@20"]
+
+
+def train(
+    data: str | Path | SessionDataset,
+    out: str | Path,
+    model_config: ModelConfig | None = None,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    config = config or TrainConfig()
+    model_config = model_config or ModelConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    _seed(config.seed)
+
+    dataset = data if isinstance(data, SessionDataset) else load_dataset(data)
+    fit_sessions, valid_sessions = validation_split(dataset.train, config.valid_fraction)
+    train_x, train_y = prefixes(fit_sessions)
+    valid_x, valid_y = prefixes(valid_sessions)
+    if len(train_x) < config.batch_size or not valid_x:
+        raise DataError(
+            f"{data}: too little data to train ({len(train_x)} training and {len(valid_x)} validation "
+            f"prefixes; need at least one batch of {config.batch_size} and one validation prefix)"
+        )
+    counts = item_counts(dataset.train, dataset.n_items)
+    model_config.n_items = dataset.n_items
+    model = SessionModel(model_config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.l2)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_decay_every, gamma=config.lr_decay)
+
+    history: list[dict] = []
+    start_epoch, best_score, best_epoch, bad_epochs = 0, -math.inf, -1, 0
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    if resume and last_path.exists():
+        state = load_checkpoint(last_path)
+        model.load_state_dict(state.state_dict)
+        optimizer.load_state_dict(state.extra["optimizer"])
+        scheduler.load_state_dict(state.extra["scheduler"])
+        history = state.history
+        start_epoch = int(state.extra["epoch"]) + 1
+        best_score, best_epoch = float(state.extra["best_score"]), int(state.extra["best_epoch"])
+        bad_epochs = int(state.extra["bad_epochs"])
+        torch.set_rng_state(state.extra["torch_rng"])
+
+    def snapshot(epoch: int, metrics: dict, extra: dict | None = None) -> Checkpoint:
+        return Checkpoint(
+            model_config=model_config,
+            state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
+            raw_ids=dataset.raw_ids,
+            item_counts=counts,
+            metrics={"valid": metrics, "epoch": epoch},
+            train_config=asdict(config),
+            history=history,
+            extra=extra or {},
+        )
+
+    started = time.perf_counter()
+    rng = np.random.default_rng(config.seed)
+    for epoch in range(start_epoch, config.epochs):
+        if bad_epochs >= config.patience:
+            break
+        spent = (time.perf_counter() - started) / 60
+        if config.max_minutes and history and spent + history[-1]["seconds"] / 60 > config.max_minutes:
+            tqdm.write(f"stopping: another epoch would pass the {config.max_minutes:.0f}-minute budget")
+            break
+        epoch_started = time.perf_counter()
+        model.train()
+        order = rng.permutation(len(train_x))
+        if config.max_train_examples:
+            order = order[: config.max_train_examples]
+        n_batches = math.ceil(len(order) / config.batch_size)
+        total, bar = 0.0, tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
+        for b in bar:
+            idx = order[b * config.batch_size : (b + 1) * config.batch_size]
+            inputs = _batch_tensors([train_x[i] for i in idx], model_config.max_len)
+            targets = torch.from_numpy(train_y[idx])
+            loss = model.loss(model(*inputs), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+            if b % 50 == 0:
+                bar.set_postfix(loss=f"{total / (b + 1):.4f}")
+        scheduler.step()
+        valid = evaluate_model(model, valid_x, valid_y, counts, batch_size=config.eval_batch_size, progress=progress)
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": total / n_batches,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - epoch_started,
+            **{f"valid_{k}": v for k, v in valid.items()},
+        }
+        history.append(row)
+        score = selection_score(valid)
+        if score > best_score:
+            best_score, best_epoch, bad_epochs = score, epoch + 1, 0
+            save_checkpoint(snapshot(epoch + 1, valid), best_path)
+        else:
+            bad_epochs += 1
+        save_checkpoint(
+            snapshot(
+                epoch + 1,
+                valid,
+                {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch,
+                    "best_score": best_score,
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs,
+                    "torch_rng": torch.get_rng_state(),
+                },
+            ),
+            last_path,
+        )
+        (out / "history.json").write_text(json.dumps(history, indent=2))
+        if progress:
+            tqdm.write(
+                f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  valid HR@20 {valid['HR@20']:.2f}  "
+                f"MRR@20 {valid['MRR@20']:.2f}  ({row['seconds']:.0f} s)"
+            )
+    best = load_checkpoint(best_path)
+    plot_history(history, out / "training.png")
+    return TrainResult(
+        best_path=best_path,
+        last_path=last_path,
+        best_epoch=best_epoch,
+        valid_metrics=best.metrics["valid"],
+        history=history,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def plot_history(history: list[dict], path: Path) -> None:
+    """Training loss and validation HR@20 / MRR@20 per epoch (PNG)."""
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    left.plot(epochs, [r["train_loss"] for r in history], marker="o")
+    left.set(title="training loss", xlabel="epoch")
+    right.plot(epochs, [r["valid_HR@20"] for r in history], marker="o", label="HR@20")
+    right.plot(epochs, [r["valid_MRR@20"] for r in history], marker="o", label="MRR@20")
+    right.set(title="validation (%)", xlabel="epoch")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

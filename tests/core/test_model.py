@@ -1,0 +1,126 @@
+"""Model variants: shapes, padding invariance, one-epoch smoke training, checkpoints."""
+
+import numpy as np
+import pytest
+import torch
+
+from sessionrec.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from sessionrec.graph import build_batch
+from sessionrec.model import ModelConfig, SessionModel
+
+VARIANTS = {
+    "gated": dict(node_update="gated"),
+    "mean": dict(node_update="mean"),
+    "gated+attention": dict(attention_heads=2),
+    "mean+lowrank": dict(node_update="mean", attention_heads=2, attention_rank=4),
+    "plain-dot (no NISER)": dict(normalize=False, steps=2),
+}
+SESSIONS = [[1, 2, 3], [4], [5, 5, 6, 2, 9, 1, 3, 3], [7, 8]]
+
+
+def tensors(sessions, max_len, pad_to_longest=False):
+    g = build_batch(sessions, max_len, pad_to_longest)
+    return [torch.from_numpy(x) for x in (g.items, g.alias, g.adj_in, g.adj_out, g.mask)]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_padding_does_not_change_the_session_vector(name):
+    torch.manual_seed(0)
+    model = SessionModel(ModelConfig(n_items=10, dim=16, max_len=8, dropout=0.0, **VARIANTS[name])).eval()
+    with torch.no_grad():
+        short = model.encode(*tensors(SESSIONS, 8, pad_to_longest=True))
+        for i, s in enumerate(SESSIONS):  # alone, padded to max_len
+            alone = model.encode(*tensors([s], 8))
+            torch.testing.assert_close(alone[0], short[i], atol=1e-5, rtol=1e-5)
+        scores = model(*tensors(SESSIONS, 8))
+    assert short.shape == (4, 16) and scores.shape == (4, 10)
+    if model.config.normalize:
+        torch.testing.assert_close(short.norm(dim=1), torch.full((4,), model.config.scale))
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_one_epoch_smoke_lowers_the_loss(name):
+    """One epoch on a toy task (next item = item + 1) must fit it better than chance."""
+    torch.manual_seed(0)
+    model = SessionModel(ModelConfig(n_items=20, dim=16, max_len=6, **VARIANTS[name]))
+    rng = np.random.default_rng(0)
+    starts = rng.integers(1, 15, size=400)
+    sessions = [list(range(s, s + rng.integers(1, 5))) for s in starts]
+    targets = torch.tensor([s[-1] + 1 for s in sessions])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for b in range(0, 400, 20):
+        loss = model.loss(model(*tensors(sessions[b : b + 20], 6, True)), targets[b : b + 20])
+        optimizer.zero_grad(); loss.backward(); optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < np.mean(losses[:3]) - 0.5
+
+
+def test_empty_session_is_finite():
+    model = SessionModel(ModelConfig(n_items=5, dim=8, attention_heads=2)).eval()
+    with torch.no_grad():
+        out = model.encode(*tensors([[]], 32))
+    assert torch.isfinite(out).all()
+
+
+def test_bad_configs():
+    with pytest.raises(ValueError, match="node_update"):
+        ModelConfig(n_items=3, node_update="lstm").validate()
+    with pytest.raises(ValueError, match="divide"):
+        ModelConfig(n_items=3, dim=10, attention_heads=3).validate()
+    with pytest.raises(ValueError, match="n_items"):
+        ModelConfig().validate()
+
+
+def make_ckpt():
+    config = ModelConfig(n_items=4, dim=8)
+    model = SessionModel(config)
+    return Checkpoint(config, model.state_dict(), np.array([-1, 11, 12, 13, 14]), np.array([0, 5, 4, 3, 1]))
+
+
+def test_checkpoint_roundtrip(tmp_path):
+    ckpt = make_ckpt()
+    path = save_checkpoint(ckpt, tmp_path / "m.pt")
+    loaded = load_checkpoint(path)
+    assert loaded.model_config == ckpt.model_config
+    assert loaded.raw_ids.tolist() == [-1, 11, 12, 13, 14]
+    for k, v in ckpt.state_dict.items():
+        torch.testing.assert_close(loaded.state_dict[k], v)
+
+
+def test_bad_checkpoints_name_file_and_problem(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="garbage.pt: not a loadable"):
+        load_checkpoint(garbage)
+    path = save_checkpoint(make_ckpt(), tmp_path / "t.pt")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(CheckpointError, match="truncated.pt"):
+        load_checkpoint(truncated)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(CheckpointError, match="not a sessionrec checkpoint"):
+        load_checkpoint(other)
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "sessionrec-checkpoint", "x": Evil()}, path)
+    with pytest.raises(CheckpointError, match="refused for safety"):
+        load_checkpoint(path)
+
+
+def test_incompatible_weights(tmp_path):
+    ckpt = make_ckpt()
+    ckpt.model_config = ModelConfig(n_items=4, dim=16)
+    path = save_checkpoint(ckpt, tmp_path / "mismatch.pt")
+    with pytest.raises(CheckpointError, match="weights do not match"):
+        load_checkpoint(path)
