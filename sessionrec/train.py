@@ -124,7 +124,7 @@ def train(
             raw_ids=dataset.raw_ids,
             item_counts=counts,
             metrics={"valid": metrics, "epoch": epoch},
-            train_config=asdict(config),
+            train_config={**asdict(config), "data": None if isinstance(data, SessionDataset) else str(Path(data).resolve())},
             history=history,
             extra=extra or {},
         )

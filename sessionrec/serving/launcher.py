@@ -365,7 +365,7 @@ class TritonServer:
 
     def _failed_startup_models(self) -> dict[str, str]:
         request = urllib.request.Request(f"{self.http_url}/v2/repository/index", data=b"{}", method="POST")
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with _DIRECT.open(request, timeout=10) as response:
             index = json.load(response)
         failed = {entry["name"]: entry.get("reason", "") for entry in index if entry.get("state") != "READY"}
         if self.models is None:
@@ -389,7 +389,9 @@ class TritonServer:
         if process is None:
             return
         if not _exited(process):
-            process.send_signal(signal.SIGTERM)  # the server alone: it unloads models and ends stubs
+            # The server alone: it unloads models and ends its stubs. Not Popen.send_signal, which
+            # may reap the server and free its pid (= the group id) before the group is checked.
+            os.kill(process.pid, signal.SIGTERM)
             deadline = time.monotonic() + (grace_s if grace_s is not None else self.exit_timeout_s + 5)
             while not _exited(process) and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -464,9 +466,12 @@ class TritonServer:
         return self._client
 
     def load_model(self, name: str, config_json: str | dict | None = None) -> None:
-        """Load or reload `name`; `config_json` (a complete config) replaces its config.pbtxt.
+        """Load `name`; `config_json` (a complete config) replaces its config.pbtxt.
 
         Returns once the model is ready; raises InferenceServerException with the load error.
+        Loading a loaded model reloads it only if its files or the given config changed: to go back
+        from a config override to config.pbtxt, unload first. The response cache is not flushed by a
+        reload: a new model must come as a new version number, or cached answers stay in use.
         """
         if isinstance(config_json, dict):
             config_json = json.dumps(config_json)
@@ -542,9 +547,13 @@ def group_members(group: int, exclude: int | None = None) -> list[int]:
     return members
 
 
+# Loopback health checks must not go through an http_proxy from the environment.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _http_status(url: str) -> int | None:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with _DIRECT.open(url, timeout=2) as response:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code

@@ -89,9 +89,20 @@ Is an autoscaler in charge of the replica count?
 {{- end }}
 
 {{/*
-The model repository URI for s3 / gcs, rendered with tpl so it may refer to .Values.model.version.
+model.version as a string. `--set model.version=13` gives a number and YAML files give floats
+(20250101 would print as 2.0250101e+07), so numbers go through int64.
+*/}}
+{{- define "sessionrec.modelVersion" -}}
+{{- $version := .Values.model.version }}
+{{- if kindIs "string" $version }}{{ $version }}{{ else }}{{ $version | int64 }}{{ end }}
+{{- end }}
+
+{{/*
+The model repository URI for s3 / gcs, rendered with tpl so it may refer to .Values.model.version
+(normalised to its string form first, so a number renders as written).
 */}}
 {{- define "sessionrec.repositoryUri" -}}
+{{- $_ := set .Values.model "version" (include "sessionrec.modelVersion" .) }}
 {{- $source := .Values.modelRepository.source }}
 {{- if eq $source "s3" }}
 {{- tpl .Values.modelRepository.s3.uri . }}
@@ -114,5 +125,39 @@ Checks across values that a JSON schema states badly; each fails with a message 
 {{- end }}
 {{- if le (int .Values.terminationGracePeriodSeconds) (add .Values.preStopSleepSeconds .Values.triton.exitTimeoutSeconds | int) }}
 {{- fail "terminationGracePeriodSeconds must exceed preStopSleepSeconds + triton.exitTimeoutSeconds, or in-flight requests are cut off" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The autoscaling metric chosen by autoscaling.metric, as a dict:
+  record  the recorded per-pod series (files/recording-rules.yaml), queried by KEDA
+  custom  the custom-metrics API name that prometheus-adapter serves it under
+          (files/prometheus-adapter-rules.yaml), read by the HPA
+  target  the per-pod target value
+*/}}
+{{- define "sessionrec.scalingMetric" -}}
+{{- if eq .Values.autoscaling.metric "queueComputeRatio" }}
+{{- dict "record" "sessionrec:queue_compute_ratio:rate1m" "custom" "sessionrec_queue_compute_ratio" "target" .Values.autoscaling.queueComputeRatioTarget | toJson }}
+{{- else }}
+{{- dict "record" "sessionrec:pending_requests:sum" "custom" "sessionrec_pending_requests" "target" .Values.autoscaling.pendingRequestsTarget | toJson }}
+{{- end }}
+{{- end }}
+
+{{/*
+A Kubernetes quantity for a (possibly fractional) target, in milli-units: 0.5 -> "500m".
+*/}}
+{{- define "sessionrec.milliQuantity" -}}
+{{- printf "%dm" (round (mulf . 1000) 0 | int64) }}
+{{- end }}
+
+{{/*
+The `job` label Prometheus gives this release's Triton metrics: the Service name for a
+ServiceMonitor, <namespace>/<PodMonitor name> for a PodMonitor (Prometheus operator defaults).
+*/}}
+{{- define "sessionrec.metricsJob" -}}
+{{- if eq .Values.metrics.monitor.kind "PodMonitor" }}
+{{- printf "%s/%s" .Release.Namespace (include "sessionrec.fullname" .) }}
+{{- else }}
+{{- include "sessionrec.fullname" . }}
 {{- end }}
 {{- end }}

@@ -67,7 +67,7 @@ the /tmp emptyDir because the root filesystem is read-only.
 - name: SESSIONREC_ENGINE_CACHE
   value: {{ .Values.engineCache.mountPath | quote }}
 - name: SESSIONREC_MODEL_VERSION
-  value: {{ .Values.model.version | quote }}
+  value: {{ include "sessionrec.modelVersion" . | quote }}
 {{- end }}
 
 {{/*
@@ -196,7 +196,7 @@ TensorRT plan build on the node's own GPU.
     - name: SOURCE_URI
       value: {{ include "sessionrec.repositoryUri" . | quote }}
     - name: MODEL_VERSION
-      value: {{ .Values.model.version | quote }}
+      value: {{ include "sessionrec.modelVersion" . | quote }}
     {{- if eq $source "pvc" }}
     - name: SOURCE_DIR
       value: /repository-source

@@ -1,0 +1,333 @@
+"""FAISS inner-product index over the item table: choose, build, tune, save, load, search.
+
+The `retrieval` step scores a session vector against every item vector by inner product
+(docs/ARCHITECTURE.md). Row r of the (N, d) item matrix is model id r + 1; model id 0 is padding,
+so FAISS positions are shifted by one on the way out and "no result" (-1) becomes 0.
+
+Three index kinds, all exact-metric inner product (METRIC_INNER_PRODUCT):
+
+- flat: IndexFlatIP, exact. The default up to FLAT_MAX_ITEMS.
+- ivf:  IndexIVFFlat, nlist ≈ 4·sqrt(N) lists, nprobe tuned on sample queries to recall@20 >= 0.95.
+        The default above FLAT_MAX_ITEMS.
+- hnsw: IndexHNSWFlat, M=32, efSearch tuned the same way. Only on request (see choose_kind).
+
+Tuned search parameters are set on the index itself (IVF `nprobe`, HNSW `hnsw.efSearch`), which
+faiss.write_index stores, so a loaded index searches exactly as the tuned one did.
+
+    from sessionrec.export.faiss_index import build_index, save_index, load_index, search
+    index, report = build_index(item_vectors, tune_queries=session_vectors)  # (N, d), (Q, d) float32
+    save_index(index, "model_repository/retrieval/3/items.faiss")
+    scores, model_ids = search(load_index("model_repository/retrieval/3/items.faiss"), queries, k=20)
+
+Benchmarks of the three kinds on this machine: benchmarks/faiss_bench.py, docs/benchmarks/faiss.md.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from sessionrec.errors import SessionrecError
+
+# Up to this many items exact search is both exact and fast enough: a batch-1 flat query costs about
+# N·d multiply-adds on one core (~55 ms of the ~60 ms ensemble p50 at 1M items, d=100, in
+# /work/shared/TRITON-ON-CPU.md; ~3 ms at 50k). At 200k that is ~10 ms, still inside the request
+# budget; above it an approximate index pays off.
+FLAT_MAX_ITEMS = 200_000
+# Recall is measured and tuned at K=20: the cut-off of the offline metrics (P@20, MRR@20).
+TUNE_K = 20
+MAX_EF_SEARCH = 1024  # tuning stops here: beyond it HNSW costs as much as a flat scan at 1M
+DEFAULT_NPROBE = 16  # used when no tune queries are given
+DEFAULT_EF_SEARCH = 64  # used when no tune queries are given
+KINDS = ("flat", "ivf", "hnsw")
+
+
+class FaissIndexError(SessionrecError, ValueError):
+    """An index file cannot be used; the message names the file and the problem."""
+
+
+def choose_kind(n_items: int, flat_max_items: int = FLAT_MAX_ITEMS) -> str:
+    """'flat' up to flat_max_items, 'ivf' above.
+
+    Why IVF and not HNSW above the threshold (measured at 1M items, d=100, 2 CPU cores,
+    /work/shared/TRITON-ON-CPU.md): IVF builds in ~10 s and answers in 0.2-0.9 ms; HNSW builds in
+    ~206 s and answers in 0.7-2.2 ms. The export runs on every retrain, so HNSW's 20x build time
+    buys nothing here. HNSW stays available with IndexSpec(kind="hnsw").
+    """
+    if n_items < 1:
+        raise ValueError(f"n_items must be >= 1, got {n_items}")
+    return "flat" if n_items <= flat_max_items else "ivf"
+
+
+def ivf_nlist(n_items: int) -> int:
+    """round(4·sqrt(N)) lists (faiss guidance: 4-16·sqrt(N)), capped at N/39 so that k-means has
+    the 39 points per centroid below which faiss warns that clustering is unreliable."""
+    return max(1, min(round(4 * math.sqrt(n_items)), n_items // 39))
+
+
+@dataclass
+class IndexSpec:
+    kind: str = "auto"  # "auto" = choose_kind(N); or "flat" | "ivf" | "hnsw"
+    nlist: int | None = None  # IVF lists; None = ivf_nlist(N)
+    # Lists visited per query. None: tuned upward from 1 when tune queries are given, else
+    # DEFAULT_NPROBE. A number is a floor: tuning only raises it.
+    nprobe: int | None = None
+    hnsw_m: int = 32  # neighbours per node; 16 halves link memory and build time, at some recall
+    ef_construction: int = 40  # faiss default; build time grows about linearly with it
+    # Candidate list per query. None: tuned upward from TUNE_K when tune queries are given, else
+    # DEFAULT_EF_SEARCH. A number is a floor. faiss searches with max(efSearch, k) anyway.
+    ef_search: int | None = None
+    # IVF k-means sample per list. faiss's default, 256, makes k-means on 1M items x 4000 lists
+    # ~1e13 flops (minutes on 2 cores); 64 keeps k-means a fraction of the build, and the coarser
+    # centroids are paid back by the nprobe tuning.
+    train_points_per_list: int = 64
+    # IVF k-means iterations (faiss default 25). One iteration at 1M items x 4000 lists costs ~4.5 s
+    # on 2 cores, and the centroids barely move after ~10; the nprobe tuning absorbs the rest.
+    kmeans_iterations: int = 10
+
+
+@dataclass
+class IndexReport:
+    kind: str
+    params: dict  # resolved parameters: nlist/nprobe (ivf); M/ef_construction/ef_search (hnsw)
+    n_items: int
+    dim: int
+    build_seconds: float  # train + add; tuning excluded
+    index_bytes: int  # serialized size, ~ resident size
+    query_ms_p50: float  # batch 1, on the tune queries (or item vectors when none were given)
+    recall_at_20: float | None  # vs exact, on the tune queries; 1.0 for flat; None if not measured
+    tune_seconds: float = 0.0
+    threads: int = field(default_factory=faiss.omp_get_max_threads)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def set_threads(n: int) -> int:
+    """Set faiss's OpenMP threads for the whole process; returns the previous value.
+
+    Process-wide: in Triton each python-backend model instance is its own process, so the retrieval
+    model sets it once in initialize. Batch-1 queries run on one thread whatever this is (faiss
+    parallelises over queries); it matters for batches and for building.
+    """
+    if n < 1:
+        raise ValueError(f"threads must be >= 1, got {n}")
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    return previous
+
+
+def _as_matrix(x: np.ndarray, name: str, dim: int | None = None) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] == 0 or (dim is not None and x.shape[1] != dim):
+        want = f"(B, {dim})" if dim is not None else "(N, d)"
+        raise ValueError(f"{name} must be a non-empty {want} matrix, got shape {x.shape}")
+    return x
+
+
+def _exact_positions(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """(B, k) positions of the exact top-k by inner product (unordered within the k)."""
+    k = min(k, len(vectors))
+    rows = max(1, (64 << 20) // len(vectors))  # cap the (rows, N) score block at 64M floats
+    out = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), rows):
+        scores = queries[start : start + rows] @ vectors.T  # (rows, N)
+        out[start : start + rows] = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return out
+
+
+def _recall(found: np.ndarray, exact: np.ndarray) -> float:
+    hits = (found[:, :, None] == exact[:, None, :]).any(axis=2)  # (B, k)
+    return float(hits.sum() / exact.size)
+
+
+def recall_at_k(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray, k: int = TUNE_K) -> float:
+    """Share of the exact top-k (numpy matmul over `vectors`) that the index returns in its top-k."""
+    vectors = _as_matrix(vectors, "vectors")
+    queries = _as_matrix(queries, "queries", vectors.shape[1])
+    _, found = index.search(queries, k)
+    return _recall(found, _exact_positions(vectors, queries, k))
+
+
+def query_latency_ms(
+    index: faiss.Index, queries: np.ndarray, batch: int = 1, max_calls: int = 200, budget_s: float = 2.0
+) -> np.ndarray:
+    """Wall time of index.search(k=TUNE_K) per call, in ms, cycling through `queries` in batches.
+
+    Stops after max_calls or budget_s (at least 5 calls), after one untimed warm-up call.
+    """
+    queries = _as_matrix(queries, "queries", index.d)
+    starts = np.arange(0, max(1, len(queries) - batch + 1), batch)
+    index.search(queries[:batch], TUNE_K)
+    times, t_end = [], time.perf_counter() + budget_s
+    for i in range(max_calls):
+        start = starts[i % len(starts)]
+        t0 = time.perf_counter()
+        index.search(queries[start : start + batch], TUNE_K)
+        times.append((time.perf_counter() - t0) * 1e3)
+        if i >= 4 and time.perf_counter() > t_end:
+            break
+    return np.asarray(times)
+
+
+def _tune(apply, start: int, maximum: int, recall_of, target: float) -> tuple[int, float]:
+    """Smallest value in [start, maximum] whose recall reaches target (doubling, then bisection;
+    recall grows with nprobe and efSearch). Returns (value, recall); maximum if none reaches it."""
+    value, failed = min(start, maximum), None
+    recall = recall_of(value)
+    while recall < target and value < maximum:
+        failed, value = value, min(2 * value, maximum)
+        recall = recall_of(value)
+    if recall >= target and failed is not None:
+        low, high, high_recall = failed, value, recall
+        while high - low > 1:
+            mid = (low + high) // 2
+            mid_recall = recall_of(mid)
+            if mid_recall >= target:
+                high, high_recall = mid, mid_recall
+            else:
+                low = mid
+        value, recall = high, high_recall
+    apply(value)
+    return value, recall
+
+
+def _set_search_knob(index: faiss.Index, value: int) -> None:
+    """IVF nprobe or HNSW efSearch, set on the index so that faiss.write_index stores it."""
+    if isinstance(index, faiss.IndexIVF):
+        index.nprobe = value
+    else:
+        index.hnsw.efSearch = value
+
+
+def build_index(
+    vectors: np.ndarray,
+    spec: IndexSpec | None = None,
+    tune_queries: np.ndarray | None = None,
+    target_recall: float = 0.95,
+) -> tuple[faiss.Index, IndexReport]:
+    """Build an inner-product index over item vectors (N, d) float32; row r is model id r + 1.
+
+    With tune_queries (Q, d) (held-out session vectors, a few hundred), IVF nprobe / HNSW efSearch
+    is raised until recall@20 against exact search reaches target_recall, or its maximum (nlist /
+    MAX_EF_SEARCH). The tuned value is set on the index, so save_index keeps it.
+    """
+    spec = IndexSpec() if spec is None else spec
+    vectors = _as_matrix(vectors, "vectors")
+    n, d = vectors.shape
+    if not np.isfinite(vectors).all():
+        raise ValueError("vectors contain NaN or inf: the item table is not servable")
+    kind = choose_kind(n) if spec.kind == "auto" else spec.kind
+    if kind not in KINDS:
+        raise ValueError(f"unknown index kind {kind!r}; expected 'auto' or one of {KINDS}")
+    queries = None if tune_queries is None else _as_matrix(tune_queries, "tune_queries", d)
+
+    t0 = time.perf_counter()
+    if kind == "flat":
+        index = faiss.IndexFlatIP(d)
+    elif kind == "ivf":
+        nlist = min(spec.nlist or ivf_nlist(n), n)
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.max_points_per_centroid = spec.train_points_per_list  # faiss samples this many
+        index.cp.niter = spec.kmeans_iterations
+        index.train(vectors)
+    else:
+        index = faiss.IndexHNSWFlat(d, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = spec.ef_construction
+    index.add(vectors)
+    build_seconds = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    recall: float | None = 1.0 if kind == "flat" else None
+    if kind != "flat":
+        # knob: (value without tune queries, where tuning starts, its maximum)
+        if kind == "ivf":
+            default, floor, maximum = spec.nprobe or DEFAULT_NPROBE, spec.nprobe or 1, index.nlist
+        else:
+            default, floor, maximum = spec.ef_search or DEFAULT_EF_SEARCH, spec.ef_search or TUNE_K, MAX_EF_SEARCH
+        if queries is None:
+            _set_search_knob(index, default)
+        else:
+            exact = _exact_positions(vectors, queries, TUNE_K)
+
+            def recall_of(value: int) -> float:
+                _set_search_knob(index, value)
+                return _recall(index.search(queries, TUNE_K)[1], exact)
+
+            _, recall = _tune(lambda v: _set_search_knob(index, v), floor, maximum, recall_of, target_recall)
+    if kind == "ivf":
+        params = {"nlist": int(index.nlist), "nprobe": int(index.nprobe),
+                  "train_points_per_list": spec.train_points_per_list, "kmeans_iterations": spec.kmeans_iterations}
+    elif kind == "hnsw":
+        params = {"M": spec.hnsw_m, "ef_construction": int(index.hnsw.efConstruction),
+                  "ef_search": int(index.hnsw.efSearch)}
+    else:
+        params = {}
+    tune_seconds = time.perf_counter() - t0
+
+    latency_queries = queries if queries is not None else vectors[:200]
+    report = IndexReport(
+        kind=kind,
+        params=params,
+        n_items=n,
+        dim=d,
+        build_seconds=round(build_seconds, 3),
+        index_bytes=int(faiss.serialize_index(index).nbytes),
+        query_ms_p50=round(float(np.median(query_latency_ms(index, latency_queries))), 4),
+        recall_at_20=recall,
+        tune_seconds=round(tune_seconds, 3),
+    )
+    return index, report
+
+
+def save_index(index: faiss.Index, path: str | Path) -> Path:
+    """Write atomically (temp file + rename): a reader never sees half an index."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        faiss.write_index(index, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_index(path: str | Path) -> faiss.Index:
+    """Read an index written by save_index, with its tuned nprobe / efSearch."""
+    path = Path(path)
+    if not path.is_file():
+        raise FaissIndexError(f"{path}: no such FAISS index file")
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as e:
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise FaissIndexError(f"{path}: not a readable FAISS index (corrupt or truncated): {reason}") from e
+    if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise FaissIndexError(f"{path}: index metric is {index.metric_type}, expected inner product")
+    return index
+
+
+def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k items per session vector: (scores (B, k) float32, model_ids (B, k) int64), best first.
+
+    Model id = FAISS position + 1. Slots FAISS cannot fill (k > N, or too few candidates in the
+    probed IVF lists) come back as model id 0 (padding) with score -inf.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    queries = _as_matrix(queries, "queries", index.d)
+    scores, positions = index.search(queries, k)  # (B, k), (B, k)
+    missing = positions < 0
+    model_ids = np.where(missing, 0, positions + 1).astype(np.int64)
+    scores = np.where(missing, -np.inf, scores).astype(np.float32)
+    return scores, model_ids

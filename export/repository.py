@@ -1,0 +1,143 @@
+"""The served model repository on disk: versions, atomic publishing, pruning, rollback.
+
+Layout (a Triton model repository):
+    <repo>/preprocess/{config.pbtxt, configs/gpu.pbtxt, <N>/...}
+    <repo>/session_encoder/...   <repo>/retrieval/...
+    <repo>/recommend/{config.pbtxt (steps pinned to the live version), <N>/manifest.json}
+
+A version is live once `recommend/<N>/` exists and the ensemble config pins N. Publishing writes
+every step's `<N>/` folder first (renames of fully written, verified folders built aside), then the
+ensemble config, then `recommend/<N>/` last: an export that fails or is killed at any point leaves
+the live version serving, and step folders without `recommend/<N>` are debris that the next export
+removes (re-running is safe).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from sessionrec.errors import SessionrecError
+from sessionrec.export.configs import MODELS, STEPS, ServingConfig, all_configs
+from sessionrec.serving.artifacts import read_manifest
+
+CHECKED_IN = Path(__file__).resolve().parent.parent / "model_repository"
+
+
+class RepositoryError(SessionrecError):
+    pass
+
+
+def versions(repo: Path, model: str = "recommend") -> list[int]:
+    folder = Path(repo) / model
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def live_versions(repo: Path) -> list[int]:
+    """Complete versions (every step and the ensemble folder present), oldest first."""
+    done = set(versions(repo, "recommend"))
+    for model in STEPS:
+        done &= set(versions(repo, model))
+    return sorted(done)
+
+
+def current_version(repo: Path) -> int | None:
+    live = live_versions(repo)
+    return live[-1] if live else None
+
+
+def next_version(repo: Path) -> int:
+    seen = [v for m in MODELS for v in versions(repo, m)]
+    return max(seen, default=0) + 1
+
+
+def clean_debris(repo: Path) -> list[Path]:
+    """Remove step folders of versions that never went live (an interrupted publish)."""
+    live = set(live_versions(repo))
+    removed = []
+    for model in MODELS:
+        for v in versions(repo, model):
+            if v not in live and v > max(live, default=0):
+                shutil.rmtree(repo / model / str(v))
+                removed.append(repo / model / str(v))
+    for stale in Path(repo).parent.glob(f".{Path(repo).name}.staging-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return removed
+
+
+def staging_dir(repo: Path) -> Path:
+    """Built next to the repository (same filesystem, so publishing is a rename), never inside it."""
+    path = Path(repo).parent / f".{Path(repo).name}.staging-{uuid.uuid4().hex[:8]}"
+    path.mkdir(parents=True)
+    return path
+
+
+def write_configs(root: Path, cfg: ServingConfig, version: int = -1, only: tuple[str, ...] = MODELS) -> None:
+    for rel, text in all_configs(cfg, version).items():
+        if rel.split("/")[0] in only:
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
+
+
+def copy_model_code(version_root: Path, model: str) -> None:
+    """The thin python-backend model.py goes into each version folder (Triton loads it from there)."""
+    source = CHECKED_IN / model / "model.py"
+    if source.is_file():
+        shutil.copy2(source, version_root / "model.py")
+
+
+def publish(repo: Path, staged: Path, version: int, cfg: ServingConfig) -> None:
+    """Move a verified staged version into the repository; the ensemble switch comes last."""
+    repo = Path(repo)
+    repo.mkdir(parents=True, exist_ok=True)
+    write_configs(repo, cfg, version=current_version(repo) or version, only=STEPS)
+    for model in STEPS:
+        target = repo / model / str(version)
+        if target.exists():
+            raise RepositoryError(f"{target}: version folder already exists; refusing to overwrite")
+        os.replace(staged / model / str(version), target)
+    write_configs(repo, cfg, version=version, only=("recommend",))
+    os.replace(staged / "recommend" / str(version), repo / "recommend" / str(version))
+    shutil.rmtree(staged, ignore_errors=True)
+
+
+def prune(repo: Path, keep: int) -> list[int]:
+    """Keep the newest `keep` live versions of every model; return the removed version numbers."""
+    live = live_versions(repo)
+    removed = live[:-keep] if keep > 0 else []
+    for v in removed:
+        for model in MODELS:
+            shutil.rmtree(repo / model / str(v), ignore_errors=True)
+    return removed
+
+
+def rollback(repo: Path, cfg: ServingConfig | None = None) -> tuple[int, int]:
+    """Retire the live version: pin the ensemble to the previous one and move the newest aside.
+
+    The retired folders go to `<repo>/../.<repo>.retired/<N>/` (kept for inspection, out of the
+    repository so no reload can pick them up again). Returns (retired, now live).
+    """
+    repo = Path(repo)
+    live = live_versions(repo)
+    if len(live) < 2:
+        raise RepositoryError(f"{repo}: no previous version to roll back to (live versions: {live or 'none'})")
+    newest, previous = live[-1], live[-2]
+    cfg = cfg or ServingConfig(**read_manifest(repo / "recommend" / str(previous)).get("serving_config", {}))
+    write_configs(repo, cfg, version=previous, only=("recommend",))
+    retired = repo.parent / f".{repo.name}.retired" / str(newest)
+    retired.mkdir(parents=True, exist_ok=True)
+    for model in ("recommend",) + STEPS:  # ensemble folder first: the version stops being live at once
+        source = repo / model / str(newest)
+        if source.exists():
+            target = retired / model
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(source, target)
+    return newest, previous

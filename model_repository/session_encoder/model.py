@@ -1,0 +1,29 @@
+"""Triton `session_encoder` on CPU: model.onnx in onnxruntime. Logic: sessionrec.serving.encoder.
+
+On a GPU cluster configs/gpu.pbtxt serves the same model.onnx with the onnxruntime backend instead.
+"""
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from sessionrec.graph import ENCODER_INPUTS
+from sessionrec.serving import triton_io as io
+from sessionrec.serving.artifacts import load_encoder
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.encoder = load_encoder(io.version_dir(args), threads=int(io.parameter(args, "intra_op_threads", "1")))
+        self.dtypes = io.output_dtypes(args, pb_utils)
+
+    def execute(self, requests):
+        # Preprocess pads every session to max_len, so the batch concatenates into one ORT call.
+        inputs = [{name: io.input_array(pb_utils, r, name) for name in ENCODER_INPUTS} for r in requests]
+        sizes = [x["items"].shape[0] for x in inputs]
+        batch = {name: np.concatenate([x[name] for x in inputs]) for name in ENCODER_INPUTS}
+        vectors = self.encoder(batch)
+        out, start = [], 0
+        for size in sizes:
+            out.append(io.response(pb_utils, {"session_embedding": vectors[start : start + size]}, self.dtypes))
+            start += size
+        return out

@@ -1,0 +1,84 @@
+"""`sessionrec export` (run after every retrain), `sessionrec rollback`, `sessionrec configs`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sessionrec.export.configs import ServingConfig
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser(
+        "export",
+        help="checkpoint -> verified new version of the Triton model repository",
+        description=(
+            "Export the encoder to ONNX (FP32/FP16/INT8 measured), build the FAISS index, verify parity "
+            "with PyTorch on real test sessions, and publish a new numbered version atomically. A failed "
+            "export leaves the served versions untouched. "
+            "Example: sessionrec export runs/digi/best.pt --repository runs/repository"
+        ),
+    )
+    parser.add_argument("checkpoint", help="a checkpoint written by `sessionrec train` (best.pt)")
+    parser.add_argument("--repository", required=True, help="Triton model repository to add the version to")
+    parser.add_argument("--data", help="sessions to verify against (default: the data the checkpoint was trained on)")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
+                        help="encoder file the CPU server runs; all three are measured (default fp32)")
+    parser.add_argument("--index", choices=["auto", "flat", "ivf", "hnsw"], default="auto",
+                        help="FAISS index; auto = exact up to 200k items, IVF above (default auto)")
+    parser.add_argument("--keep-versions", type=int, default=3, help="live versions kept on disk (default 3)")
+    parser.add_argument("--max-k", type=int, default=1000, help="largest K a request may ask for (default 1000)")
+    parser.add_argument("--response-cache", action="store_true", help="enable Triton's response cache on the ensemble")
+    parser.add_argument("--quiet", action="store_true")
+    parser.set_defaults(run=run)
+
+    rollback = sub.add_parser(
+        "rollback",
+        help="retire the live version and serve the previous one",
+        description="Pin the ensemble to the previous version and move the newest aside; a running "
+                    "`sessionrec serve` switches within seconds. Example: sessionrec rollback --repository runs/repository",
+    )
+    rollback.add_argument("--repository", required=True)
+    rollback.set_defaults(run=run_rollback)
+
+    configs = sub.add_parser("configs", help="write the generated config.pbtxt files (templates)",
+                             description="Example: sessionrec configs --write model_repository")
+    configs.add_argument("--write", required=True, help="folder to write <model>/config.pbtxt and configs/gpu.pbtxt into")
+    configs.set_defaults(run=run_configs)
+
+
+def run(args) -> int:
+    from sessionrec.export.exporter import ExportOptions, export_version
+
+    options = ExportOptions(data=args.data, precision=args.precision, index=args.index,
+                            keep_versions=args.keep_versions, max_k=args.max_k,
+                            serving=ServingConfig(response_cache=args.response_cache))
+    result = export_version(args.checkpoint, args.repository, options, progress=not args.quiet)
+    m = result.manifest
+    summary = {
+        "version": result.version,
+        "repository": str(result.repository),
+        "parity": {k: m["parity"][k] for k in ("max_abs_diff", "top20_agreement", "sessions")},
+        "index": {k: m["index"][k] for k in ("kind", "recall_at_20", "build_seconds")},
+        "precision_variants": {p: {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
+                               for p, r in m["precision_variants"].items()},
+        "pruned_versions": result.pruned,
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def run_rollback(args) -> int:
+    from sessionrec.export.repository import rollback
+
+    retired, live = rollback(Path(args.repository))
+    print(f"retired version {retired}; version {live} is live")
+    return 0
+
+
+def run_configs(args) -> int:
+    from sessionrec.export.repository import write_configs
+
+    write_configs(Path(args.write), ServingConfig())
+    print(f"wrote configs to {args.write}")
+    return 0

@@ -1,0 +1,90 @@
+"""Request preprocessing: raw catalogue ids of one session -> padded session-graph tensors.
+
+Runs inside Triton's `preprocess` python model (model_repository/preprocess/model.py only adapts
+tensors) and in the offline pipeline that computes canary answers, so both share this code and the
+graph builder used in training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sessionrec.errors import SessionrecError
+from sessionrec.graph import build_graph
+
+
+class RequestError(SessionrecError, ValueError):
+    """A malformed request; served back as INVALID_ARGUMENT for that request only."""
+
+
+@dataclass
+class IdMap:
+    """Raw catalogue id <-> model id (1..N), vectorised with a sorted array (no per-id dict lookups)."""
+
+    raw_ids: np.ndarray  # (N+1,) raw id of each model id; [0] = -1 padding
+
+    def __post_init__(self) -> None:
+        self.raw_ids = np.asarray(self.raw_ids, dtype=np.int64)
+        real = self.raw_ids[1:]
+        order = np.argsort(real, kind="stable")
+        self._sorted = real[order]
+        self._model_ids = order.astype(np.int64) + 1
+
+    @property
+    def n_items(self) -> int:
+        return self.raw_ids.size - 1
+
+    def to_model(self, raw: np.ndarray) -> np.ndarray:
+        """Model id of each raw id, 0 where unknown."""
+        raw = np.asarray(raw, dtype=np.int64)
+        if self._sorted.size == 0:
+            return np.zeros_like(raw)
+        pos = np.clip(np.searchsorted(self._sorted, raw), 0, self._sorted.size - 1)
+        return np.where(self._sorted[pos] == raw, self._model_ids[pos], 0)
+
+    def to_raw(self, model_ids: np.ndarray) -> np.ndarray:
+        return self.raw_ids[np.asarray(model_ids, dtype=np.int64)]
+
+
+@dataclass
+class Preprocessor:
+    id_map: IdMap
+    max_len: int  # graph size: sessions keep their last max_len known clicks
+    max_request_items: int = 1000  # hard cap on one request's session length (bad input beyond it)
+
+    def process(self, raw_sessions: np.ndarray) -> dict[str, np.ndarray]:
+        """(B, n) raw ids, one session per row -> encoder inputs + bookkeeping, each (B, ...).
+
+        Unknown ids are dropped and counted; a session with no known id gets an empty graph and
+        `fallback` = True (retrieval then answers with popular items).
+        """
+        raw_sessions = np.asarray(raw_sessions)
+        if raw_sessions.ndim == 1:
+            raw_sessions = raw_sessions[None, :]
+        if raw_sessions.ndim != 2:
+            raise RequestError(f"ITEMS must be a list of item ids per session, got shape {list(raw_sessions.shape)}")
+        if not np.issubdtype(raw_sessions.dtype, np.integer):
+            raise RequestError(f"ITEMS must be int64 item ids, got {raw_sessions.dtype}")
+        n = raw_sessions.shape[1]
+        if n == 0:
+            raise RequestError("ITEMS is empty: a session needs at least one item id")
+        if n > self.max_request_items:
+            raise RequestError(
+                f"ITEMS has {n} item ids, over the limit of {self.max_request_items} per session "
+                f"(only the last {self.max_len} are used; send at most {self.max_request_items})"
+            )
+        model_ids = self.id_map.to_model(raw_sessions)  # (B, n)
+        columns: dict[str, list] = {k: [] for k in ("items", "alias", "adj_in", "adj_out", "mask")}
+        unknown, fallback = [], []
+        for row in model_ids:
+            known = row[row > 0]
+            unknown.append(row.size - known.size)
+            fallback.append(known.size == 0)
+            for key, value in zip(columns, build_graph(known, self.max_len)):
+                columns[key].append(value)
+        out = {key: np.stack(values) for key, values in columns.items()}
+        out["unknown_count"] = np.asarray(unknown, dtype=np.int32).reshape(-1, 1)
+        out["fallback"] = np.asarray(fallback, dtype=bool).reshape(-1, 1)
+        return out

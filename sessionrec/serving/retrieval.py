@@ -1,0 +1,68 @@
+"""Retrieval: session vectors -> top-K raw item ids and scores (FAISS inner product).
+
+Runs inside Triton's `retrieval` python model and in the offline pipeline. Scores are the same
+dot products the PyTorch model computes (session vector · item vector).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sessionrec.export.faiss_index import search
+from sessionrec.serving.preprocess import IdMap, RequestError
+
+DEFAULT_K = 20
+
+
+@dataclass
+class Retriever:
+    index: object  # faiss.Index over model ids 1..N (row r = model id r+1)
+    id_map: IdMap
+    popularity: np.ndarray  # (N+1,) training clicks per model id: the fallback ranking
+    max_k: int = 1000  # largest K a request may ask for
+
+    def __post_init__(self) -> None:
+        counts = np.asarray(self.popularity, dtype=np.float64)
+        counts[0] = -1  # never recommend padding
+        self._popular = np.argsort(-counts, kind="stable")[:-1]  # model ids, most clicked first
+        self._share = (counts / max(counts[1:].sum(), 1.0)).astype(np.float32)
+        self.max_k = min(self.max_k, self.id_map.n_items)
+
+    def check_k(self, k: np.ndarray) -> np.ndarray:
+        k = np.asarray(k).reshape(-1)
+        if k.size == 0:
+            raise RequestError("K is empty: send one integer per session")
+        bad = k[(k < 1) | (k > self.max_k)]
+        if bad.size:
+            raise RequestError(f"K={int(bad[0])} is out of range: must be between 1 and {self.max_k}")
+        return k.astype(np.int64)
+
+    def retrieve(self, embeddings, items, fallback, k, exclude_seen) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per row: (raw ids (K,), scores (K,)), best first. items = (B, L) model ids of the session."""
+        k = self.check_k(k)
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        items = np.asarray(items)
+        fallback = np.asarray(fallback, dtype=bool).reshape(-1)
+        exclude = np.asarray(exclude_seen, dtype=bool).reshape(-1)
+        rows = embeddings.shape[0]
+        if not (k.size == fallback.size == exclude.size == items.shape[0] == rows):
+            raise RequestError(
+                f"batch sizes differ: {rows} session vectors, K for {k.size}, EXCLUDE_SEEN for {exclude.size}"
+            )
+        extra = items.shape[1] if exclude.any() else 0  # room for seen items filtered out below
+        depth = int(min(k.max() + extra, self.id_map.n_items))
+        scores, ids = search(self.index, embeddings, depth)
+        out = []
+        for r in range(rows):
+            if fallback[r]:
+                row_ids, row_scores = self._popular[: k[r] + extra], self._share[self._popular[: k[r] + extra]]
+            else:
+                keep = ids[r] > 0
+                row_ids, row_scores = ids[r][keep], scores[r][keep]
+            if exclude[r]:
+                keep = ~np.isin(row_ids, items[r][items[r] > 0])
+                row_ids, row_scores = row_ids[keep], row_scores[keep]
+            out.append((self.id_map.to_raw(row_ids[: k[r]]), row_scores[: k[r]].astype(np.float32)))
+        return out

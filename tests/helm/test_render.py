@@ -1,0 +1,164 @@
+"""The chart lints strictly, renders for every ci/ scenario, and every manifest matches its schema.
+
+Built-in kinds are validated against the Kubernetes JSON schemas that kubernetes-validate ships
+(strict: unknown fields fail). CRD kinds are validated against the small structural schemas in
+tests/helm/schemas/, which reuse the Kubernetes definitions for the embedded core types.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import referencing
+from referencing.jsonschema import DRAFT202012
+
+from tests.helm.conftest import CHART, FULLNAME, KUBE_VERSION, SCENARIOS, find, one
+
+SCHEMAS = Path(__file__).parent / "schemas"
+CRD_SCHEMAS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.json",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitor.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.json",
+    ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject.json",
+}
+
+# What each scenario must render beyond the always-on objects, and what it must not.
+ALWAYS = {"Deployment", "Service", "ServiceAccount", "PodDisruptionBudget", "Pod"}
+EXPECTED = {
+    "cpu": (set(), {"HorizontalPodAutoscaler", "ScaledObject", "PersistentVolumeClaim"}),
+    "gpu": ({"PersistentVolumeClaim"}, {"HorizontalPodAutoscaler", "ScaledObject"}),
+    "hpa": ({"HorizontalPodAutoscaler", "ServiceMonitor", "PrometheusRule", "ConfigMap", "NetworkPolicy"},
+            {"ScaledObject", "PodMonitor"}),
+    "keda": ({"ScaledObject", "PodMonitor", "PrometheusRule"}, {"HorizontalPodAutoscaler", "ServiceMonitor"}),
+    "pvc": (set(), {"PersistentVolumeClaim"}),  # both claims exist already
+    "s3": (set(), {"HorizontalPodAutoscaler"}),
+    "gcs": (set(), {"HorizontalPodAutoscaler"}),
+    "tls": (set(), {"HorizontalPodAutoscaler"}),
+}
+
+
+def test_every_scenario_has_expectations():
+    assert set(SCENARIOS) == set(EXPECTED), "add the new ci/ scenario to EXPECTED"
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_lint_strict(helm, scenario):
+    result = helm.run("lint", "--strict", str(CHART), "--values", str(SCENARIOS[scenario]),
+                      "--kube-version", KUBE_VERSION)
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_renders_expected_objects(rendered, scenario):
+    kinds = {doc["kind"] for doc in rendered[scenario]}
+    wanted, unwanted = EXPECTED[scenario]
+    assert ALWAYS | wanted <= kinds
+    assert not kinds & unwanted
+    names = [(doc["kind"], doc["metadata"]["name"]) for doc in rendered[scenario]]
+    assert len(names) == len(set(names)), "duplicate object"
+    for doc in rendered[scenario]:
+        assert doc["metadata"]["namespace"] == "recs-prod"
+        assert len(doc["metadata"]["name"]) <= 63
+
+
+@lru_cache(maxsize=1)
+def _crd_registry() -> referencing.Registry:
+    definitions = kubernetes_validate.utils.schema_contents(
+        f"kubernetes-json-schema/v{KUBE_VERSION}-local-strict/_definitions.json", KUBE_VERSION)
+    return referencing.Registry().with_resource(
+        "https://kubernetes.io/api/_definitions.json", DRAFT202012.create_resource(definitions))
+
+
+def validate_crd(doc: dict) -> None:
+    key = (doc["apiVersion"], doc["kind"])
+    assert key in CRD_SCHEMAS, f"no schema for {key}: add one to tests/helm/schemas/"
+    schema = json.loads((SCHEMAS / CRD_SCHEMAS[key]).read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema, registry=_crd_registry()).validate(doc)
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_manifests_match_schemas(rendered, scenario):
+    for doc in rendered[scenario]:
+        where = f"{scenario}: {doc['kind']}/{doc['metadata']['name']}"
+        if (doc["apiVersion"], doc["kind"]) in CRD_SCHEMAS:
+            try:
+                validate_crd(doc)
+            except jsonschema.ValidationError as error:
+                pytest.fail(f"{where}: {error.json_path}: {error.message}")
+            continue
+        try:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            path = ".".join(str(part) for part in error.path)
+            pytest.fail(f"{where}: {path}: {error.message}")
+        except kubernetes_validate.SchemaNotFoundError as error:
+            pytest.fail(f"{where}: {error.message}")
+
+
+def test_crd_schemas_catch_a_misspelt_field(rendered):
+    """The structural CRD schemas are strict enough to matter."""
+    monitor = one(rendered["hpa"], "ServiceMonitor")
+    broken = json.loads(json.dumps(monitor))
+    broken["spec"]["endpoints"][0]["intervall"] = "15s"
+    with pytest.raises(jsonschema.ValidationError):
+        validate_crd(broken)
+    scaled = json.loads(json.dumps(one(rendered["keda"], "ScaledObject")))
+    scaled["spec"]["triggers"][0]["metadata"]["threshold"] = 8  # KEDA wants strings
+    with pytest.raises(jsonschema.ValidationError):
+        validate_crd(scaled)
+
+
+def test_kubernetes_schemas_catch_a_misspelt_field(rendered):
+    deployment = json.loads(json.dumps(one(rendered["gpu"], "Deployment", FULLNAME)))
+    deployment["spec"]["template"]["spec"]["containers"][0]["resource"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+
+
+def test_default_values_ask_for_the_repository(helm):
+    """Defaults alone cannot deploy (no bucket): the error names the key to set."""
+    result = helm.template(check=False)
+    assert result.returncode != 0
+    assert "modelRepository" in result.stderr and "uri" in result.stderr
+
+
+@pytest.mark.parametrize("assignment, words", [
+    ("modelRepositry.source=s3", ["modelRepositry"]),             # misspelt top-level key
+    ("gpu.cont=2", ["cont"]),                                     # misspelt nested key
+    ("autoscaling.metric=cpu", ["metric"]),                       # not one of the enum
+    ("modelRepository.source=http", ["source"]),
+    ("image.tag=latest", ["tag"]),                                # unpinned image
+    ("tests.image.tag=latest", ["tag"]),
+    ("triton.extraArgs[0]=--model-control-mode=poll", ["extraArgs"]),
+    ("podLabels.app\\.kubernetes\\.io/name=other", ["app.kubernetes.io/name"]),  # would break the selector
+])
+def test_schema_rejects_bad_values(helm, assignment, words):
+    result = helm.template(SCENARIOS["gpu"], set_values=(assignment,), check=False)
+    assert result.returncode != 0, f"--set {assignment} rendered"
+    assert "schema" in result.stderr.lower()
+    for word in words:
+        assert word in result.stderr
+
+
+def test_hpa_and_keda_are_exclusive(helm):
+    result = helm.template(SCENARIOS["hpa"], set_values=("autoscaling.keda.enabled=true",), check=False)
+    assert result.returncode != 0
+    assert "exclusive" in result.stderr
+
+
+def test_grace_period_covers_drain(helm):
+    result = helm.template(SCENARIOS["gpu"], set_values=("terminationGracePeriodSeconds=20",), check=False)
+    assert result.returncode != 0
+    assert "terminationGracePeriodSeconds" in result.stderr
+
+
+def test_optional_objects_are_off_by_default(helm):
+    docs = helm.render(set_values=("modelRepository.s3.uri=s3://bucket/repository",))
+    kinds = {doc["kind"] for doc in docs}
+    assert kinds == {"Deployment", "Service", "ServiceAccount", "PodDisruptionBudget", "Pod"}
+    assert len(find(docs, "Service")) == 2  # main + headless
