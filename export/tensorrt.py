@@ -32,24 +32,29 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sessionrec.errors import SessionrecError
+from sessionrec.export.repository import current_version, versions
+from sessionrec.graph import ENCODER_INPUTS
+from sessionrec.serving.artifacts import MANIFEST, sha256_file
 
 MODEL_NAME = "session_encoder"
 ONNX_FILENAME = "model.onnx"
 PLAN_FILENAME = "model.plan"
 PLAN_METADATA_FILENAME = "plan.json"
 CONFIG_NAME = "tensorrt"  # tritonserver --model-config-name=tensorrt reads configs/tensorrt.pbtxt
-# The ONNX export's inputs, in its order: (name, Triton dtype, number of L dimensions after B).
-INPUTS = (
-    ("items", "TYPE_INT64", 1),  # (B, L) model ids of the unique nodes, 0 = padding
-    ("alias", "TYPE_INT64", 1),  # (B, L) node index of each click
-    ("adj_in", "TYPE_FP32", 2),  # (B, L, L) normalised in-edges
-    ("adj_out", "TYPE_FP32", 2),  # (B, L, L) normalised out-edges
-    ("mask", "TYPE_FP32", 1),  # (B, L) 1 for real clicks
-)
+# The encoder's inputs in the ONNX export's order (sessionrec.graph): (name, Triton dtype, number of
+# L dimensions after B).
+_KINDS = {
+    "items": ("TYPE_INT64", 1),  # (B, L) model ids of the unique nodes, 0 = padding
+    "alias": ("TYPE_INT64", 1),  # (B, L) node index of each click
+    "adj_in": ("TYPE_FP32", 2),  # (B, L, L) normalised in-edges
+    "adj_out": ("TYPE_FP32", 2),  # (B, L, L) normalised out-edges
+    "mask": ("TYPE_FP32", 1),  # (B, L) 1 for real clicks
+}
+INPUTS = tuple((name, *_KINDS[name]) for name in ENCODER_INPUTS)
 OUTPUT = "session_embedding"  # (B, d) FP32
 DEFAULT_WORKSPACE_BYTES = 2 << 30  # a cap, not an allocation; the encoder's (B<=128, L, d) GEMMs need far less
 DEFAULT_QUEUE_DELAY_US = 100  # a batched encoder call costs ~0.1-1 ms: waiting longer only adds latency
-NGC_HINT = "NGC tritonserver/TensorRT images of one release, e.g. 24.10 (TensorRT 10.5)"
+NGC_HINT = "NGC tritonserver/TensorRT images of one release, e.g. 24.10 with TensorRT 10.5"
 
 
 class TensorRTUnavailable(SessionrecError):
@@ -112,12 +117,19 @@ def profile_shapes(profile: ShapeProfile) -> dict[str, tuple[tuple[int, ...], tu
 
 
 def resolve_version(repository: str | Path, version: int | str = "latest") -> int:
-    """A version number of session_encoder: `latest` is the highest numbered folder."""
+    """A version number of session_encoder. `latest` is the newest live version (all steps and the
+    ensemble published: a half-published newer folder is debris); in a repository without the
+    ensemble, the highest numbered session_encoder folder."""
     model_dir = Path(repository) / MODEL_NAME
     if not model_dir.is_dir():
         raise SessionrecError(f"{model_dir}: no such folder (is {repository} a model repository written by `sessionrec export`?)")
     if str(version) == "latest":
-        numbers = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0]
+        if (Path(repository) / "recommend").is_dir():
+            live = current_version(Path(repository))
+            if live is None:
+                raise SessionrecError(f"{repository}: no live version (every step and recommend/<N> published)")
+            return live
+        numbers = [v for v in versions(Path(repository), MODEL_NAME) if v > 0]
         if not numbers:
             raise SessionrecError(f"{model_dir}: no numbered version folder")
         return max(numbers)
@@ -141,7 +153,7 @@ def plan_metadata_path(plan_path: str | Path) -> Path:
 
 def manifest_max_len(version_dir: str | Path) -> int | None:
     """model_config.max_len from the version's manifest.json; None when the file or the key is absent."""
-    path = Path(version_dir) / "manifest.json"
+    path = Path(version_dir) / MANIFEST
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
@@ -159,7 +171,7 @@ def manifest_max_len(version_dir: str | Path) -> int | None:
 
 def resolve_max_len(version_dir: str | Path, override: int | None = None) -> tuple[int, str]:
     """(max_len, where it came from): the manifest's, or `override` when there is none; they must agree."""
-    manifest = Path(version_dir) / "manifest.json"
+    manifest = Path(version_dir) / MANIFEST
     recorded = manifest_max_len(version_dir)
     if recorded is None:
         if override is None:
@@ -188,21 +200,6 @@ def write_atomic(path: str | Path, data: bytes) -> None:
         raise
 
 
-def _sha256(*paths: Path) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def _onnx_files(onnx_path: Path) -> list[Path]:
-    """The ONNX file and its external weights (torch.onnx writes model.onnx.data by default)."""
-    data = onnx_path.with_name(onnx_path.name + ".data")
-    return [onnx_path, data] if data.is_file() else [onnx_path]
-
-
 # ---------------------------------------------------------------------------------------------
 # Environment: TensorRT version and GPU
 
@@ -215,8 +212,8 @@ def _import_tensorrt():
             f"TensorRT is needed to build a plan and cannot be imported here ({exc}). Build on the GPU "
             f"node that will serve it, in the image Triton runs from ({NGC_HINT}): the Helm chart runs "
             "`sessionrec build-engine` in its build-engine init container (engineBuild.enabled=true). "
-            "A plan built elsewhere would not load there; the `tensorrt` package on PyPI is only a "
-            "placeholder. `--dry-run` shows the profile and configuration without TensorRT."
+            "A plan built elsewhere would not load there. `--dry-run` shows the profile and the "
+            "configuration without TensorRT."
         ) from exc
     return tensorrt
 
@@ -306,7 +303,8 @@ def _check_network_io(trt, network, onnx_path: Path) -> None:
 
 
 def _attach_timing_cache(trt, config, path: Path | None):
-    """Reuse measured kernel timings across builds (minutes -> seconds on a rebuild for the same GPU)."""
+    """Reuse measured kernel timings across builds (minutes -> seconds on a rebuild for the same GPU).
+    The returned cache must outlive the build (TensorRT does not own it)."""
     if path is None:
         return None
     data = path.read_bytes() if path.is_file() else b""
@@ -342,7 +340,7 @@ def build_engine(
     builder = trt.Builder(logger)
     network = builder.create_network(_network_flags(trt))
     parser = trt.OnnxParser(network, logger)
-    # parse_from_file (not parse(bytes)) finds external weights (model.onnx.data) beside the file.
+    # parse_from_file (not parse(bytes)) would also find external weights beside the file.
     if not parser.parse_from_file(str(onnx_path)):
         errors = "\n  ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EngineBuildError(f"{onnx_path}: TensorRT {trt.__version__} cannot parse it:\n  {errors}")
@@ -358,7 +356,7 @@ def build_engine(
     if config.add_optimization_profile(optimization) < 0:
         raise EngineBuildError(f"TensorRT rejected the optimization profile {shapes}")
     cache_path = None if timing_cache is None else Path(timing_cache)
-    _attach_timing_cache(trt, config, cache_path)
+    cache = _attach_timing_cache(trt, config, cache_path)
 
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
@@ -377,14 +375,14 @@ def build_engine(
         "workspace_bytes": int(workspace_bytes),
         "profile": asdict(profile),
         "shapes": {name: [list(s) for s in triple] for name, triple in shapes.items()},
-        "onnx": {"file": onnx_path.name, "sha256": _sha256(*_onnx_files(onnx_path))},
+        "onnx": {"file": onnx_path.name, "sha256": sha256_file(onnx_path)},
         "plan": {"file": plan_path.name, "bytes": len(plan), "sha256": hashlib.sha256(plan).hexdigest()},
     }
     # Plan first: a crash between the two leaves a plan.json whose checksum no longer matches (rebuilt).
     write_atomic(plan_path, plan)
     write_atomic(plan_metadata_path(plan_path), (json.dumps(metadata, indent=2) + "\n").encode())
-    if cache_path is not None:
-        write_atomic(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
+    if cache is not None:
+        write_atomic(cache_path, bytes(memoryview(cache.serialize())))
     return metadata
 
 
@@ -412,6 +410,8 @@ def check_plan_compatible(
             return [f"{path}: missing (no plan was built here)"]
         except (OSError, ValueError) as exc:
             return [f"{path}: unreadable ({exc})"]
+        if not isinstance(meta, dict):
+            return [f"{path}: not a JSON object"]
         problems += _changed_files(path.parent, meta)
     runtime = current_runtime() if runtime is None else runtime
 
@@ -447,10 +447,10 @@ def _changed_files(folder: Path, meta: dict) -> list[str]:
     plan = folder / (meta.get("plan") or {}).get("file", PLAN_FILENAME)
     if not plan.is_file():
         problems.append(f"{plan}: missing")
-    elif _sha256(plan) != (meta.get("plan") or {}).get("sha256"):
+    elif sha256_file(plan) != (meta.get("plan") or {}).get("sha256"):
         problems.append(f"{plan}: checksum differs from plan.json (replaced or partly written)")
     onnx = folder / (meta.get("onnx") or {}).get("file", ONNX_FILENAME)
-    if onnx.is_file() and _sha256(*_onnx_files(onnx)) != (meta.get("onnx") or {}).get("sha256"):
+    if onnx.is_file() and sha256_file(onnx) != (meta.get("onnx") or {}).get("sha256"):
         problems.append(f"{onnx}: changed since the plan was built from it")
     return problems
 

@@ -82,7 +82,10 @@ def run(args) -> int:
             "onnx": str(onnx_path), "plan": str(plan_path), "config": str(config_path),
             "max_len": max_len, "max_len_from": max_len_source, "fp16": args.fp16,
             "workspace_bytes": int(args.workspace_gb * 2**30),
-            "shapes (min, opt, max)": {name: [list(s) for s in t] for name, t in profile_shapes(profile).items()},
+            "shapes (min, opt, max)": {
+                name: " / ".join("x".join(map(str, shape)) for shape in triple)
+                for name, triple in profile_shapes(profile).items()
+            },
         }
         print(json.dumps(summary, indent=2))
         print(f"--- {config_path} ---")

@@ -23,7 +23,7 @@ from sessionrec.export.faiss_index import (
 def clustered(n, d, rng, clusters=100, spread=0.7):
     """Unit vectors around `clusters` random centres (NISER-style normalised item table)."""
     centres = rng.standard_normal((clusters, d), dtype=np.float32)
-    x = centres[rng.integers(0, clusters, n)] / np.sqrt(d) + spread / np.sqrt(d) * rng.standard_normal((n, d), dtype=np.float32)
+    x = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, d), dtype=np.float32)  # (N, d)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -178,6 +179,23 @@ def test_engine_paths_and_latest_version(tmp_path):
         resolve_version(repo)
 
 
+def test_latest_is_the_live_version_when_the_ensemble_is_there(tmp_path):
+    """Version 3 of the encoder alone is an interrupted publish (export.repository): not live."""
+    repo = make_repository(tmp_path)
+    for model in ("preprocess", "retrieval", "recommend"):
+        (repo / model / "1").mkdir(parents=True)
+    assert resolve_version(repo, "latest") == 1
+    assert resolve_version(repo, 3) == 3  # asked for explicitly: built anyway
+    for model in ("preprocess", "retrieval", "recommend"):
+        (repo / model / "3").mkdir()
+    assert resolve_version(repo, "latest") == 3
+    for model in ("preprocess", "retrieval", "recommend", "session_encoder"):
+        for v in ("1", "3"):
+            shutil.rmtree(repo / model / v)
+    with pytest.raises(SessionrecError, match="no live version"):
+        resolve_version(repo)
+
+
 def test_max_len_comes_from_the_manifest_or_the_flag(tmp_path):
     version_dir = make_repository(tmp_path, max_len=12) / "session_encoder" / "3"
     assert resolve_max_len(version_dir) == (12, str(version_dir / "manifest.json"))
@@ -196,6 +214,53 @@ def test_max_len_comes_from_the_manifest_or_the_flag(tmp_path):
     (no_manifest / "manifest.json").write_text("{ not json")
     with pytest.raises(SessionrecError, match="unreadable"):
         resolve_max_len(no_manifest, 32)
+
+
+# --- the contract with the ONNX export and its configs ------------------------------------------------
+
+
+def test_inputs_and_output_match_the_onnx_configs():
+    from sessionrec.export.configs import ENCODER_OUTPUTS, GRAPH
+
+    assert [(n, d, r) for n, d, r in engine.INPUTS] == [
+        (name, model_config_pb2.DataType.Name(dtype), len(dims)) for name, dtype, dims in GRAPH
+    ]
+    assert [engine.OUTPUT] == [name for name, _, _ in ENCODER_OUTPUTS]
+
+
+def test_an_exported_repository_resolves_and_its_onnx_passes_the_network_check(exported_repository, monkeypatch, capsys):
+    """The real export (tests/conftest.py): live version, manifest max_len, and an ONNX file with the
+    names, order, dtypes and ranks build_engine requires."""
+    onnx = pytest.importorskip("onnx")
+    onnx_path, plan_path, config_path = engine_paths(exported_repository, "latest")
+    max_len, source = resolve_max_len(onnx_path.parent)
+    assert source.endswith("manifest.json") and max_len == 16  # the fixture's ModelConfig(max_len=16)
+
+    graph = onnx.load(str(onnx_path)).graph
+    trt = FakeTensorRT().module
+    dtypes = {onnx.TensorProto.INT64: trt.DataType.INT64, onnx.TensorProto.FLOAT: trt.DataType.FLOAT}
+    tensor = lambda v: types.SimpleNamespace(name=v.name, dtype=dtypes.get(v.type.tensor_type.elem_type))  # noqa: E731
+    network = types.SimpleNamespace(
+        num_inputs=len(graph.input), get_input=lambda i: tensor(graph.input[i]),
+        num_outputs=len(graph.output), get_output=lambda i: tensor(graph.output[i]),
+    )
+    engine._check_network_io(trt, network, onnx_path)  # raises on any difference
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) - 1 for v in graph.input}
+    assert ranks == {name: rank for name, _, rank in engine.INPUTS}
+
+    # The warmup sample (zeros, batch 1, L = max_len) is a valid input: an empty session, finite output.
+    ort = pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    warmup = {name: np.zeros((1,) + (max_len,) * rank, np.int64 if dtype == "TYPE_INT64" else np.float32)
+              for name, dtype, rank in engine.INPUTS}
+    (embedding,) = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, warmup)
+    assert embedding.shape[0] == 1 and np.isfinite(embedding).all()
+
+    code, out, err = run_cli(["--repository", str(exported_repository), "--dry-run"], monkeypatch, capsys)
+    assert code == 0, err
+    assert parse_config(out.split("--- ", 1)[1].split("\n", 1)[1]).input[2].dims == [16, 16]
+    assert not config_path.exists() and not plan_path.exists()
 
 
 # --- environment and compatibility ----------------------------------------------------------------
@@ -251,17 +316,17 @@ def test_plan_compatibility_checks_the_files_beside_plan_json(tmp_path):
     assert "missing" in check_plan_compatible(tmp_path / "plan.json", RUNTIME)[0]
     (tmp_path / "plan.json").write_text("{")
     assert "unreadable" in check_plan_compatible(tmp_path / "plan.json", RUNTIME)[0]
+    (tmp_path / "plan.json").write_text("[]")
+    assert "not a JSON object" in check_plan_compatible(tmp_path / "plan.json", RUNTIME)[0]
 
     (tmp_path / "model.plan").write_bytes(b"plan")
     (tmp_path / "model.onnx").write_bytes(b"onnx")
-    (tmp_path / "model.onnx.data").write_bytes(b"weights")
-    onnx_digest = hashlib.sha256(b"onnx" + b"weights").hexdigest()  # the file and its external weights
     meta = recorded(plan={"file": "model.plan", "sha256": hashlib.sha256(b"plan").hexdigest()},
-                    onnx={"file": "model.onnx", "sha256": onnx_digest})
+                    onnx={"file": "model.onnx", "sha256": hashlib.sha256(b"onnx").hexdigest()})
     (tmp_path / "plan.json").write_text(json.dumps(meta))
     assert check_plan_compatible(tmp_path / "plan.json", RUNTIME) == []
 
-    (tmp_path / "model.onnx.data").write_bytes(b"retrained weights")
+    (tmp_path / "model.onnx").write_bytes(b"retrained")
     (problem,) = check_plan_compatible(tmp_path / "plan.json", RUNTIME)
     assert "model.onnx: changed" in problem
     (tmp_path / "model.plan").write_bytes(b"half a pl")
@@ -311,7 +376,7 @@ def test_cli_dry_run_prints_shapes_and_config_and_writes_nothing(tmp_path, monke
     summary = json.loads(summary_text)
     assert summary["max_len"] == 12 and summary["fp16"] is False
     assert summary["plan"].endswith("session_encoder/3/model.plan")
-    assert summary["shapes (min, opt, max)"]["adj_out"] == [[1, 12, 12], [8, 12, 12], [64, 12, 12]]
+    assert summary["shapes (min, opt, max)"]["adj_out"] == "1x12x12 / 8x12x12 / 64x12x12"
     config = parse_config(config_text.split("\n", 1)[1])
     assert config.max_batch_size == 64 and list(config.input[0].dims) == [12]
     assert sorted(p.relative_to(repo) for p in repo.rglob("*")) == before
@@ -345,10 +410,10 @@ def test_help_ends_with_an_example():
 class FakeTensorRT:
     """Just enough of `tensorrt` 10.x for build_engine: records what it was asked, returns a fake plan."""
 
-    def __init__(self, inputs=None, parse_ok=True, build_ok=True, version="10.5.0"):
+    def __init__(self, inputs=None, parse_ok=True, build_ok=True, cache_ok=True, version="10.5.0"):
         self.calls = []
         self.inputs = inputs or [(name, "INT64" if dtype == "TYPE_INT64" else "FLOAT") for name, dtype, _ in engine.INPUTS]
-        self.parse_ok, self.build_ok = parse_ok, build_ok
+        self.parse_ok, self.build_ok, self.cache_ok = parse_ok, build_ok, cache_ok
         self.module = self._module(version)
 
     def _module(self, version):
@@ -419,7 +484,9 @@ class FakeTensorRT:
                 return TimingCache()
 
             def set_timing_cache(self, cache, ignore_mismatch):
-                return True
+                ok, fake.cache_ok = fake.cache_ok, True  # a mismatched cache fails once; a fresh one is fine
+                calls.append(("set_timing_cache", ok))
+                return ok
 
             def get_timing_cache(self):
                 return TimingCache()
@@ -479,6 +546,27 @@ def test_build_engine_without_fp16_leaves_the_flag_off(tmp_path, monkeypatch, fa
     build_engine(onnx_path, plan_path, ShapeProfile(max_len=12), fp16=False)
     assert not [c for c in fake.calls if c[0] == "set_flag"]
     assert not [c for c in fake.calls if c[0] == "create_timing_cache"]
+
+
+def test_timing_cache_from_another_gpu_is_replaced(tmp_path, monkeypatch, fake_gpu):
+    fake = FakeTensorRT(cache_ok=False)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake.module)
+    onnx_path, plan_path, _ = engine_paths(make_repository(tmp_path))
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"A10G timings")
+    build_engine(onnx_path, plan_path, ShapeProfile(max_len=12), timing_cache=cache)
+    cache_calls = [c for c in fake.calls if "timing_cache" in c[0]]
+    assert cache_calls == [("create_timing_cache", b"A10G timings"), ("set_timing_cache", False),
+                           ("create_timing_cache", b""), ("set_timing_cache", True)]
+    assert cache.read_bytes() == b"timings"
+
+
+def test_tensorrt_8_gets_the_explicit_batch_flag(tmp_path, monkeypatch, fake_gpu):
+    fake = FakeTensorRT(version="8.6.1")
+    monkeypatch.setitem(sys.modules, "tensorrt", fake.module)
+    onnx_path, plan_path, _ = engine_paths(make_repository(tmp_path))
+    build_engine(onnx_path, plan_path, ShapeProfile(max_len=12))
+    assert ("create_network", 1 << 0) in fake.calls  # 1 << EXPLICIT_BATCH (0 in TensorRT 8)
 
 
 @pytest.mark.parametrize(

@@ -136,12 +136,17 @@ def test_gpu_scheduling(rendered, scenario):
     gpu_on = values.get("gpu", {}).get("enabled", True)
     limits = triton(docs)["resources"]["limits"]
     args = triton(docs)["args"]
+    engines = values.get("engineBuild", {}).get("enabled", False)
+    config_flags = [arg for arg in args if arg.startswith("--model-config-name")]
     if gpu_on:
+        # Triton serves configs/gpu.pbtxt (or tensorrt.pbtxt with native plans), not the CPU config.pbtxt.
+        assert config_flags == [f"--model-config-name={'tensorrt' if engines else 'gpu'}"]
         assert limits[GPU] == 1
         assert spec["nodeSelector"]["nvidia.com/gpu.present"] == "true"
         assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
         assert "--allow-gpu-metrics=true" in args
     else:
+        assert config_flags == []
         assert GPU not in limits
         assert "nodeSelector" not in spec and "tolerations" not in spec
         assert "--allow-gpu-metrics=false" in args
@@ -154,8 +159,10 @@ def test_gpu_scenario_builds_engines_on_the_node(rendered):
     assert names == ["fetch-repository", "prepare-repository", "build-engine"]
     build = spec["initContainers"][-1]
     assert build["command"] == ["sessionrec", "build-engine", "--repository", "/models", "--version", "latest"]
-    # Same image as the server: the TensorRT of the same NGC release builds the plans.
-    assert build["image"] == triton(rendered["gpu"])["image"]
+    # Builder and server images come from one NGC release (same TensorRT version).
+    release = lambda image: image.rpartition(":")[2].rpartition("-triton")[2]  # noqa: E731
+    assert build["image"].startswith("registry.example.com/sessionrec/engine-builder:")
+    assert release(build["image"]) == release(triton(rendered["gpu"])["image"]) == "24.10"
     assert build["resources"]["limits"][GPU] == 1
     assert spec["runtimeClassName"] == "nvidia"
     cache = {v["name"]: v for v in spec["volumes"]}["engine-cache"]
@@ -307,3 +314,9 @@ def test_helm_test_pod(rendered, scenario):
     assert inputs["ITEMS"]["shape"][1] == len(inputs["ITEMS"]["data"])
     assert inputs["K"] == {"name": "K", "datatype": "INT32", "shape": [1, 1], "data": [int(env["K"])]}
     assert inputs["EXCLUDE_SEEN"]["datatype"] == "BOOL" and inputs["EXCLUDE_SEEN"]["shape"] == [1, 1]
+
+
+def test_engine_build_needs_a_gpu(helm):
+    result = helm.template(SCENARIOS["cpu"], set_values=("engineBuild.enabled=true",), check=False)
+    assert result.returncode != 0
+    assert "engineBuild.enabled needs gpu.enabled" in result.stderr

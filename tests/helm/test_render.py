@@ -6,7 +6,10 @@ tests/helm/schemas/, which reuse the Kubernetes definitions for the embedded cor
 """
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
+import subprocess
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import pytest
 import referencing
 from referencing.jsonschema import DRAFT202012
 
-from tests.helm.conftest import CHART, FULLNAME, KUBE_VERSION, SCENARIOS, find, one
+from tests.helm.conftest import CHART, FULLNAME, KUBE_VERSION, SCENARIOS, find, one, triton
 
 SCHEMAS = Path(__file__).parent / "schemas"
 CRD_SCHEMAS = {
@@ -81,8 +84,14 @@ def validate_crd(doc: dict) -> None:
     jsonschema.Draft202012Validator(schema, registry=_crd_registry()).validate(doc)
 
 
+# The chart does not branch on the cluster version, so one rendering is checked against the pinned
+# version and the newest one kubernetes-validate ships (catches an API removed since).
+VALIDATE_VERSIONS = sorted({KUBE_VERSION, kubernetes_validate.utils.latest_version()})
+
+
+@pytest.mark.parametrize("version", VALIDATE_VERSIONS)
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_manifests_match_schemas(rendered, scenario):
+def test_manifests_match_schemas(rendered, scenario, version):
     for doc in rendered[scenario]:
         where = f"{scenario}: {doc['kind']}/{doc['metadata']['name']}"
         if (doc["apiVersion"], doc["kind"]) in CRD_SCHEMAS:
@@ -92,7 +101,7 @@ def test_manifests_match_schemas(rendered, scenario):
                 pytest.fail(f"{where}: {error.json_path}: {error.message}")
             continue
         try:
-            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+            kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as error:
             path = ".".join(str(part) for part in error.path)
             pytest.fail(f"{where}: {path}: {error.message}")
@@ -162,3 +171,35 @@ def test_optional_objects_are_off_by_default(helm):
     kinds = {doc["kind"] for doc in docs}
     assert kinds == {"Deployment", "Service", "ServiceAccount", "PodDisruptionBudget", "Pod"}
     assert len(find(docs, "Service")) == 2  # main + headless
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_notes_render(helm, scenario):
+    """NOTES.txt is not part of `helm template`; a client-side dry-run install renders it."""
+    result = helm.run("install", "recs", str(CHART), "--namespace", "recs-prod", "--dry-run=client",
+                      "--values", str(SCENARIOS[scenario]))
+    notes = result.stdout.split("\nNOTES:\n", 1)[1]
+    assert f"deployment/{FULLNAME}" in notes
+    assert "helm test recs" in notes
+    assert "<no value>" not in notes
+
+
+def _local_tritonserver() -> Path | None:
+    """The tritonserver 2.51 binary that nvidia-pytriton 0.7.0 ships (same release as NGC 24.10)."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    binary = Path(spec.submodule_search_locations[0]) / "tritonserver" / "bin" / "tritonserver"
+    return binary if binary.exists() else None
+
+
+@pytest.mark.skipif(_local_tritonserver() is None, reason="nvidia-pytriton (tritonserver 2.51) not installed")
+def test_triton_knows_every_flag_the_chart_passes(rendered):
+    result = subprocess.run([str(_local_tritonserver()), "--help"], capture_output=True, text=True, timeout=30)
+    help_text = result.stdout + result.stderr  # the usage text goes to stderr
+    known = set(re.findall(r"^\s+(--[a-z-]+)", help_text, re.MULTILINE))
+    assert "--model-control-mode" in known
+    for scenario, docs in rendered.items():
+        for arg in triton(docs)["args"]:
+            flag = arg.split("=", 1)[0]
+            assert flag in known, f"{scenario}: tritonserver 2.51 has no {flag}"

@@ -107,9 +107,16 @@ def test_promtool_accepts_every_rule_and_query(rendered, tmp_path):
     assert result.stdout.count("SUCCESS") == 4
 
 
+def selector(name: str, **labels: str) -> str:
+    return name + "{" + ", ".join(f'{key}="{value}"' for key, value in labels.items()) + "}"
+
+
 def series(name: str, values: str, **labels: str) -> dict:
-    label_text = ", ".join(f'{key}="{value}"' for key, value in labels.items())
-    return {"series": f"{name}{{{label_text}}}", "values": values}
+    return {"series": selector(name, **labels), "values": values}
+
+
+def sample(name: str, value: float, **labels: str) -> dict:
+    return {"labels": selector(name, **labels), "value": value}
 
 
 @needs_promtool
@@ -142,16 +149,12 @@ def test_rules_compute_what_they_claim(rendered, tmp_path):
                 ],
                 "promql_expr_test": [
                     {"expr": "sessionrec:queue_compute_ratio:rate1m", "eval_time": "5m", "exp_samples": [
-                        {"labels": f'sessionrec:queue_compute_ratio:rate1m{{namespace="{NAMESPACE}", pod="{POD}"}}',
-                         "value": 3},
-                        {"labels": f'sessionrec:queue_compute_ratio:rate1m{{namespace="{NAMESPACE}", pod="{OTHER_POD}"}}',
-                         "value": 0}]},
+                        sample("sessionrec:queue_compute_ratio:rate1m", 3, namespace=NAMESPACE, pod=POD),
+                        sample("sessionrec:queue_compute_ratio:rate1m", 0, namespace=NAMESPACE, pod=OTHER_POD)]},
                     {"expr": "sessionrec:request_latency_p95_ms:max", "eval_time": "5m", "exp_samples": [
-                        {"labels": f'sessionrec:request_latency_p95_ms:max{{namespace="{NAMESPACE}", job="{JOB}"}}',
-                         "value": 80}]},
+                        sample("sessionrec:request_latency_p95_ms:max", 80, **at)]},
                     {"expr": "sessionrec:request_error_ratio:rate5m", "eval_time": "10m", "exp_samples": [
-                        {"labels": f'sessionrec:request_error_ratio:rate5m{{namespace="{NAMESPACE}", job="{JOB}"}}',
-                         "value": 0.25}]},  # 32 / (96 + 32)
+                        sample("sessionrec:request_error_ratio:rate5m", 0.25, **at)]},  # 32 / (96 + 32)
                 ],
                 "alert_rule_test": [
                     {"alertname": "SessionrecLatencyP95High", "eval_time": "10m", "exp_alerts": [

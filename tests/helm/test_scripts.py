@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from sessionrec.export.configs import MODELS, ServingConfig, all_configs
 from tests.helm.conftest import FULLNAME, one
 
 
@@ -22,14 +23,17 @@ def init_container(docs: list[dict], name: str) -> dict:
     return container
 
 
-def fake_repository(root: Path) -> None:
-    for model, versions in {"preprocess": ["11", "12"], "session_encoder": ["11", "12"],
-                            "retrieval": ["11", "12"], "recommend": ["1"]}.items():
-        (root / model).mkdir(parents=True)
-        (root / model / "config.pbtxt").write_text(f'name: "{model}"\n')
+def fake_repository(root: Path, versions=(11, 12), pinned: int = 12) -> None:
+    """A repository laid out as `sessionrec export` publishes it: configs from the project's own
+    generator (every ensemble step pinned to `pinned`, configs/gpu.pbtxt beside config.pbtxt) and
+    numbered version folders."""
+    for relative, text in all_configs(ServingConfig(), version=pinned).items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(text)
+    for model in MODELS:
         for version in versions:
-            (root / model / version).mkdir()
-            (root / model / version / "model.py").write_text("# stub\n")
+            (root / model / str(version)).mkdir()
+            (root / model / str(version) / "payload").write_text(f"{model} {version}\n")
 
 
 def run_prepare(docs: list[dict], repository: Path, **env: str) -> subprocess.CompletedProcess:
@@ -44,48 +48,88 @@ def run_prepare(docs: list[dict], repository: Path, **env: str) -> subprocess.Co
 
 
 def versions(root: Path) -> dict[str, list[str]]:
-    return {model.name: sorted(p.name for p in model.iterdir() if p.is_dir()) for model in sorted(root.iterdir())}
+    return {model.name: sorted(p.name for p in model.iterdir() if p.is_dir() and p.name.isdigit())
+            for model in sorted(root.iterdir())}
 
 
-def test_prepare_keeps_exactly_the_requested_version(rendered, tmp_path):
+def configs(root: Path, model: str) -> list[str]:
+    return sorted(p.name for p in (root / model / "configs").iterdir())
+
+
+ONLY_12 = {model: ["12"] for model in MODELS}
+
+
+def test_prepare_serves_exactly_the_requested_version(rendered, tmp_path):
     fake_repository(tmp_path)
-    result = run_prepare(rendered["gpu"], tmp_path)  # model.version "12"
+    result = run_prepare(rendered["tls"], tmp_path)  # model.version "12", GPU config
     assert result.returncode == 0, result.stderr
-    assert versions(tmp_path) == {"preprocess": ["12"], "recommend": ["1"], "retrieval": ["12"],
-                                  "session_encoder": ["12"]}
-    assert (tmp_path / "session_encoder" / "config.pbtxt").exists()
+    assert versions(tmp_path) == ONLY_12  # version 11 is not loaded next to it
+    assert "config gpu" in result.stdout
+    assert configs(tmp_path, "preprocess") == ["gpu.pbtxt"]
 
 
-def test_prepare_rolls_back_to_an_older_version(rendered, tmp_path):
-    fake_repository(tmp_path)
-    result = run_prepare(rendered["gpu"], tmp_path, MODEL_VERSION="11")
-    assert result.returncode == 0, result.stderr
-    assert versions(tmp_path)["session_encoder"] == ["11"]
-
-
-def test_prepare_fails_when_the_version_was_not_published(rendered, tmp_path):
-    fake_repository(tmp_path)
-    result = run_prepare(rendered["gpu"], tmp_path, MODEL_VERSION="13")
+def test_prepare_refuses_a_version_the_repository_does_not_serve(rendered, tmp_path):
+    """A pod started before the new version is published (or after a rollback) stops here."""
+    fake_repository(tmp_path, versions=(11, 12, 13), pinned=13)
+    result = run_prepare(rendered["tls"], tmp_path)  # still asks for 12
     assert result.returncode == 1
-    assert "model.version=13" in result.stderr and "s3://sessionrec-models/gpu/repository" in result.stderr
+    assert "model.version=12, but s3://sessionrec-models/gpu/repository serves version 13" in result.stderr
 
 
-def test_prepare_without_a_version_keeps_everything(rendered, tmp_path):
-    fake_repository(tmp_path)
-    result = run_prepare(rendered["gpu"], tmp_path, MODEL_VERSION="")
+def test_prepare_without_a_version_serves_the_pinned_one(rendered, tmp_path):
+    fake_repository(tmp_path, pinned=11)  # e.g. after `sessionrec rollback`
+    result = run_prepare(rendered["tls"], tmp_path, MODEL_VERSION="")
     assert result.returncode == 0, result.stderr
-    assert versions(tmp_path)["session_encoder"] == ["11", "12"]
+    assert versions(tmp_path) == {model: ["11"] for model in MODELS}
+
+
+def test_prepare_accepts_an_unpinned_template_repository(rendered, tmp_path):
+    fake_repository(tmp_path, pinned=-1)  # steps at -1 (latest), as in model_repository/
+    result = run_prepare(rendered["tls"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert versions(tmp_path) == ONLY_12
+
+
+def test_prepare_fails_on_an_incomplete_export(rendered, tmp_path):
+    fake_repository(tmp_path)
+    shutil.rmtree(tmp_path / "retrieval" / "12")
+    result = run_prepare(rendered["tls"], tmp_path)
+    assert result.returncode == 1
+    assert "retrieval has no version 12" in result.stderr
+
+
+def test_prepare_refuses_a_cpu_export_on_gpu_nodes(rendered, tmp_path):
+    fake_repository(tmp_path)
+    (tmp_path / "session_encoder" / "configs" / "gpu.pbtxt").unlink()
+    result = run_prepare(rendered["tls"], tmp_path)
+    assert result.returncode == 1
+    assert "session_encoder has no configs/gpu.pbtxt" in result.stderr
+    cpu = run_prepare(rendered["cpu"], tmp_path, MODEL_VERSION="12")  # CPU: config.pbtxt is the one
+    assert cpu.returncode == 0, cpu.stderr
+
+
+def test_prepare_sets_up_tensorrt_configs_for_the_engine_build(rendered, tmp_path):
+    """With native plans Triton runs --model-config-name=tensorrt: build-engine writes the encoder's,
+    the other models serve their gpu config under that name."""
+    fake_repository(tmp_path)
+    result = run_prepare(rendered["gpu"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    for model in ("preprocess", "retrieval", "recommend"):
+        assert configs(tmp_path, model) == ["gpu.pbtxt", "tensorrt.pbtxt"]
+        assert (tmp_path / model / "configs" / "tensorrt.pbtxt").read_text() == \
+            (tmp_path / model / "configs" / "gpu.pbtxt").read_text()
+    assert configs(tmp_path, "session_encoder") == ["gpu.pbtxt"]  # left to build-engine
 
 
 def test_prepare_copies_from_the_claim(rendered, tmp_path):
     source, local = tmp_path / "claim", tmp_path / "local"
-    fake_repository(source)
-    (source / "session_encoder" / "5").mkdir()
+    source.mkdir()
     local.mkdir()
+    fake_repository(source, versions=(4, 5), pinned=5)
     result = run_prepare(rendered["pvc"], local, SOURCE_DIR=str(source))  # model.version "5"
     assert result.returncode == 0, result.stderr
-    assert versions(local)["session_encoder"] == ["5"]
-    assert versions(source)["session_encoder"] == ["11", "12", "5"]  # the claim is never modified
+    assert versions(local) == {model: ["5"] for model in MODELS}
+    assert versions(source)["session_encoder"] == ["4", "5"]  # the claim is never modified
 
 
 class FakeTriton(BaseHTTPRequestHandler):

@@ -120,6 +120,9 @@ Checks across values that a JSON schema states badly; each fails with a message 
 {{- if and .Values.autoscaling.hpa.enabled .Values.autoscaling.keda.enabled }}
 {{- fail "autoscaling.hpa.enabled and autoscaling.keda.enabled are exclusive: both would drive the Deployment's replicas" }}
 {{- end }}
+{{- if and .Values.engineBuild.enabled (not .Values.gpu.enabled) }}
+{{- fail "engineBuild.enabled needs gpu.enabled: TensorRT plans are built on the serving GPU" }}
+{{- end }}
 {{- if gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}
@@ -159,5 +162,18 @@ ServiceMonitor, <namespace>/<PodMonitor name> for a PodMonitor (Prometheus opera
 {{- printf "%s/%s" .Release.Namespace (include "sessionrec.fullname" .) }}
 {{- else }}
 {{- include "sessionrec.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Which Triton config every model is served with (--model-config-name; Triton reads
+<model>/configs/<name>.pbtxt, else config.pbtxt): "tensorrt" with native plans (written by
+build-engine), "gpu" on GPU nodes (onnxruntime + TensorRT accelerator), none on CPU (config.pbtxt is
+the CPU config). triton.modelConfigName overrides it.
+*/}}
+{{- define "sessionrec.modelConfigName" -}}
+{{- if .Values.triton.modelConfigName }}{{ .Values.triton.modelConfigName }}
+{{- else if .Values.engineBuild.enabled }}tensorrt
+{{- else if .Values.gpu.enabled }}gpu
 {{- end }}
 {{- end }}

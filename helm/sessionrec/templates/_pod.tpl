@@ -21,6 +21,9 @@ model version arrives by a rolling update, so every pod serves the same version)
 - --metrics-address=0.0.0.0
 - --metrics-port=8002
 - --allow-gpu-metrics={{ .Values.gpu.enabled }}
+{{- with include "sessionrec.modelConfigName" . }}
+- --model-config-name={{ . }}
+{{- end }}
 {{- if .Values.triton.summaryLatencies }}
 - --metrics-config=summary_latencies=true
 {{- end }}
@@ -71,37 +74,68 @@ the /tmp emptyDir because the root filesystem is read-only.
 {{- end }}
 
 {{/*
-prepare-repository: (pvc) copy the claim into the pod-local repository; then, when
-model.version is set, check that some model has that version directory and keep only that
-version of every model that has it, so the pod serves exactly model.version (older number =
-rollback). Runs with bash from the project image. tests/helm runs this script on a fake repository.
+prepare-repository, run with bash from the project image; tests/helm runs it on fake repositories.
+1. (pvc) copy the claim into the pod-local repository.
+2. Find the version the ensemble serves: `sessionrec export` pins every step of
+   <ensemble>/config.pbtxt to the live version N ("model_version: N"; -1 in a template means latest).
+   With model.version set, it must be that N: a pod never serves another version than the one the
+   release asks for (a pod started while the bucket is half updated stops here instead).
+3. Keep only that version of every model, so Triton loads one version (not the previous one the
+   steps' version_policy would also load).
+4. Check every model has the config Triton will read (--model-config-name): configs/gpu.pbtxt on
+   GPU nodes; for native TensorRT plans, configs/tensorrt.pbtxt, which build-engine writes for
+   ENGINE_MODEL and which the other models take from their gpu config.
 */}}
 {{- define "sessionrec.prepareScript" -}}
 set -eu
+fail() { echo "prepare-repository: $*" >&2; exit 1; }
 if [ -n "${SOURCE_DIR:-}" ]; then
   echo "copying ${SOURCE_URI} into ${REPOSITORY}"
   cp -R "${SOURCE_DIR}/." "${REPOSITORY}/"
 fi
-if [ -n "${MODEL_VERSION}" ]; then
-  found=0
-  for model in "${REPOSITORY}"/*/; do
-    [ -d "${model}${MODEL_VERSION}" ] || continue
-    found=1
-    for version in "${model}"*/; do
-      name=$(basename "${version}")
-      case "${name}" in
-        *[!0-9]*) ;;
-        "${MODEL_VERSION}") ;;
-        *) rm -rf "${version}"; echo "model.version=${MODEL_VERSION}: dropped ${model}${name}" ;;
-      esac
-    done
-  done
-  if [ "${found}" != 1 ]; then
-    echo "model.version=${MODEL_VERSION}: no model under ${SOURCE_URI} has a directory of that version" >&2
-    exit 1
-  fi
+ensemble="${REPOSITORY}/${ENSEMBLE}"
+[ -f "${ensemble}/config.pbtxt" ] || fail "${SOURCE_URI} has no ${ENSEMBLE}/config.pbtxt: not a sessionrec model repository"
+pinned=$(find "${ensemble}" -maxdepth 2 \( -path "${ensemble}/config.pbtxt" -o -path "${ensemble}/configs/*.pbtxt" \) \
+  -exec sed -n 's/^ *model_version: *\([0-9][0-9]*\) *$/\1/p' {} + | sort -u)
+[ "$(printf '%s\n' "${pinned}" | grep -c .)" -le 1 ] || fail "${ENSEMBLE}'s configs pin several versions: $(echo ${pinned})"
+if [ -n "${MODEL_VERSION}" ] && [ -n "${pinned}" ] && [ "${pinned}" != "${MODEL_VERSION}" ]; then
+  fail "model.version=${MODEL_VERSION}, but ${SOURCE_URI} serves version ${pinned} (pinned by ${ENSEMBLE}'s config): publish ${MODEL_VERSION} there first, or set model.version=${pinned}"
 fi
-echo "repository ready: $(ls "${REPOSITORY}" | tr '\n' ' ')"
+live="${MODEL_VERSION:-${pinned}}"
+if [ -n "${live}" ]; then
+  for model in "${REPOSITORY}"/*/; do
+    model="${model%/}"
+    numbered=0
+    for version in "${model}"/*/; do
+      name=$(basename "${version}")
+      case "${name}" in *[!0-9]*) continue ;; esac
+      numbered=1
+      if [ "${name}" != "${live}" ]; then
+        rm -rf "${version}"
+        echo "dropped $(basename "${model}")/${name} (serving version ${live})"
+      fi
+    done
+    if [ "${numbered}" = 1 ] && [ ! -d "${model}/${live}" ]; then
+      fail "$(basename "${model}") has no version ${live} under ${SOURCE_URI}: the export is incomplete"
+    fi
+  done
+fi
+if [ -n "${CONFIG_NAME}" ]; then
+  for model in "${REPOSITORY}"/*/; do
+    model="${model%/}"
+    name=$(basename "${model}")
+    wanted="${model}/configs/${CONFIG_NAME}.pbtxt"
+    if [ ! -f "${wanted}" ] && [ -n "${CONFIG_FALLBACK:-}" ] && [ "${name}" != "${ENGINE_MODEL:-}" ] \
+        && [ -f "${model}/configs/${CONFIG_FALLBACK}.pbtxt" ]; then
+      cp "${model}/configs/${CONFIG_FALLBACK}.pbtxt" "${wanted}"
+      echo "${name}: serving configs/${CONFIG_FALLBACK}.pbtxt as configs/${CONFIG_NAME}.pbtxt"
+    fi
+    if [ ! -f "${wanted}" ] && [ "${name}" != "${ENGINE_MODEL:-}" ]; then
+      fail "${name} has no configs/${CONFIG_NAME}.pbtxt, so Triton would fall back to its CPU config.pbtxt: deploy a repository exported for GPU, or set gpu.enabled=false"
+    fi
+  done
+fi
+echo "repository ready: version ${live:-as published}, config ${CONFIG_NAME:-config.pbtxt}, models: $(ls "${REPOSITORY}" | tr '\n' ' ')"
 {{- end }}
 
 {{/*
@@ -197,6 +231,17 @@ TensorRT plan build on the node's own GPU.
       value: {{ include "sessionrec.repositoryUri" . | quote }}
     - name: MODEL_VERSION
       value: {{ include "sessionrec.modelVersion" . | quote }}
+    - name: ENSEMBLE
+      value: {{ .Values.model.readinessModel | quote }}
+    - name: CONFIG_NAME
+      value: {{ include "sessionrec.modelConfigName" . | quote }}
+    {{- if .Values.engineBuild.enabled }}
+    # build-engine writes ENGINE_MODEL's configs/tensorrt.pbtxt; the others serve their gpu config.
+    - name: CONFIG_FALLBACK
+      value: gpu
+    - name: ENGINE_MODEL
+      value: session_encoder
+    {{- end }}
     {{- if eq $source "pvc" }}
     - name: SOURCE_DIR
       value: /repository-source
@@ -220,8 +265,8 @@ TensorRT plan build on the node's own GPU.
     {{- end }}
 {{- if .Values.engineBuild.enabled }}
 - name: build-engine
-  image: {{ include "sessionrec.image" . | quote }}
-  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  image: "{{ .Values.engineBuild.image.repository }}:{{ default .Chart.AppVersion .Values.engineBuild.image.tag }}"
+  imagePullPolicy: {{ .Values.engineBuild.image.pullPolicy }}
   command:
     {{- toYaml .Values.engineBuild.command | nindent 4 }}
   env:

@@ -1,0 +1,66 @@
+"""`sessionrec serve`: the embedded tritonserver on 127.0.0.1, healthy only when canaries pass."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser(
+        "serve",
+        help="run the real tritonserver on an exported repository (embedded default)",
+        description=(
+            "Start tritonserver (from the nvidia-pytriton wheel) on 127.0.0.1, load the live version, "
+            "replay the manifest's canary requests and refuse to report healthy if an answer differs. "
+            "New versions written by `sessionrec export` (and `sessionrec rollback`) are picked up while "
+            "serving. Stops cleanly on Ctrl-C / SIGTERM. "
+            "Example: sessionrec serve --repository runs/repository --grpc-port 8001"
+        ),
+    )
+    parser.add_argument("--repository", required=True)
+    parser.add_argument("--address", default="127.0.0.1",
+                        help="listen address for all endpoints (default loopback only; 0.0.0.0 exposes it)")
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--response-cache-mb", type=int, default=0,
+                        help="size of Triton's local response cache (0 = off; the ensemble must be exported with --response-cache)")
+    parser.add_argument("--tls-cert", help="server certificate (PEM) for gRPC TLS")
+    parser.add_argument("--tls-key", help="server private key (PEM) for gRPC TLS")
+    parser.add_argument("--watch-seconds", type=float, default=2.0, help="how often to look for a new live version (0 = never)")
+    parser.add_argument("--log-file", help="tritonserver log (default: a temp file, printed at start)")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from sessionrec.serving.embedded import EmbeddedServer
+    from sessionrec.serving.tls import GrpcTLS
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise SystemExit("sessionrec serve: error: --tls-cert and --tls-key go together")
+        tls = GrpcTLS(server_cert=args.tls_cert, server_key=args.tls_key)
+    server = EmbeddedServer(
+        args.repository, watch_seconds=args.watch_seconds, address=args.address, grpc_port=args.grpc_port,
+        http_port=args.http_port, metrics_port=args.metrics_port,
+        response_cache_bytes=args.response_cache_mb << 20, grpc_tls=tls, log_file=args.log_file,
+    )
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    server.start()
+    try:
+        print(f"sessionrec serve: healthy, serving version {server.version}", flush=True)
+        print(f"  gRPC    {server.grpc_url}   (model 'recommend')", flush=True)
+        print(f"  HTTP    {server.http_url}", flush=True)
+        print(f"  metrics {server.metrics_url}", flush=True)
+        print(f"  log     {server.server.log_path}", flush=True)
+        done.wait()
+        print("sessionrec serve: stopping", flush=True)
+    finally:
+        server.stop()
+    return 0

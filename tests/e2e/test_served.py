@@ -1,0 +1,108 @@
+"""End to end: the real tritonserver answers exactly what the PyTorch model answers."""
+
+import numpy as np
+import pytest
+import torch
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from sessionrec.checkpoint import load_checkpoint
+from sessionrec.data import prefixes, validation_split
+from sessionrec.graph import build_batch
+from sessionrec.serving.embedded import infer_recommend
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def client(embedded_server):
+    return grpcclient.InferenceServerClient(embedded_server.grpc_url)
+
+
+@pytest.fixture(scope="module")
+def reference(trained_checkpoint, sample_dataset):
+    """A few hundred real sessions (every test prefix, then validation prefixes) with PyTorch's top-20."""
+    ckpt = load_checkpoint(trained_checkpoint)
+    model = ckpt.build_model()
+    test_x, _ = prefixes(sample_dataset.test)
+    _, valid = validation_split(sample_dataset.train)
+    valid_x, _ = prefixes(valid)
+    sessions = (test_x + valid_x)[:300]
+    with torch.no_grad():
+        graphs = build_batch(sessions, model.config.max_len)
+        scores = model(*(torch.from_numpy(x) for x in graphs.as_dict().values()))
+        top = scores.topk(20, dim=1)
+    raw = ckpt.raw_ids
+    return [(raw[np.asarray(s)], raw[(i + 1).numpy()], v.numpy()) for s, i, v in zip(sessions, top.indices, top.values)]
+
+
+def test_served_top20_equals_pytorch(client, reference):
+    assert len(reference) >= 240  # every sample test prefix (99) + validation prefixes
+    mismatched = 0
+    for items, expected_ids, expected_scores in reference:
+        result = infer_recommend(client, items, 20, False)
+        ids, scores = result.as_numpy("ITEM_IDS")[0], result.as_numpy("SCORES")[0]
+        mismatched += ids.tolist() != expected_ids.tolist()
+        np.testing.assert_allclose(np.sort(scores)[::-1], expected_scores, atol=1e-4)
+        assert result.as_numpy("UNKNOWN_COUNT")[0, 0] == 0 and not result.as_numpy("FALLBACK")[0, 0]
+    assert mismatched == 0
+
+
+def test_exclude_seen_and_k(client, reference):
+    items, _, _ = reference[0]
+    result = infer_recommend(client, items, 7, True)
+    ids = result.as_numpy("ITEM_IDS")[0]
+    assert len(ids) == 7 and not set(ids.tolist()) & set(items.tolist())
+
+
+def test_unknown_ids_are_dropped_and_counted(client, reference):
+    items, expected, _ = reference[0]
+    unknown = [-5, 10**15]
+    result = infer_recommend(client, np.concatenate([[unknown[0]], items, [unknown[1]]]), 20, False)
+    assert result.as_numpy("UNKNOWN_COUNT")[0, 0] == 2
+    assert result.as_numpy("ITEM_IDS")[0].tolist() == expected.tolist()
+
+
+def test_all_unknown_falls_back_to_popular_items(client, trained_checkpoint):
+    ckpt = load_checkpoint(trained_checkpoint)
+    result = infer_recommend(client, [-1, -2, -3], 5, False)
+    assert result.as_numpy("FALLBACK")[0, 0] and result.as_numpy("UNKNOWN_COUNT")[0, 0] == 3
+    popular = ckpt.raw_ids[np.argsort(-ckpt.item_counts[1:], kind="stable")[:5] + 1]
+    assert result.as_numpy("ITEM_IDS")[0].tolist() == popular.tolist()
+
+
+def test_over_long_session_keeps_the_last_max_len(client, reference, trained_checkpoint):
+    max_len = load_checkpoint(trained_checkpoint).model_config.max_len
+    items = np.concatenate([item for item, _, _ in reference[:40]])[: 5 * max_len]
+    long = infer_recommend(client, items, 20, False).as_numpy("ITEM_IDS")[0]
+    tail = infer_recommend(client, items[-max_len:], 20, False).as_numpy("ITEM_IDS")[0]
+    assert long.tolist() == tail.tolist()
+
+
+@pytest.mark.parametrize(
+    "items, k, message",
+    [
+        ([], 20, "ITEMS is empty"),
+        (list(range(1, 1200)), 20, "over the limit of 1000"),
+        ([1, 2], 0, "K=0 is out of range"),
+        ([1, 2], -3, "K=-3 is out of range"),
+        ([1, 2], 10**6, "is out of range"),
+    ],
+)
+def test_bad_requests_get_invalid_argument_and_server_stays_up(client, reference, items, k, message):
+    with pytest.raises(InferenceServerException) as err:
+        infer_recommend(client, items, k, False)
+    assert "INVALID_ARGUMENT" in str(err.value.status()) and message in err.value.message()
+    good, expected, _ = reference[1]
+    assert infer_recommend(client, good, 20, False).as_numpy("ITEM_IDS")[0].tolist() == expected.tolist()
+
+
+def test_wrong_dtype_is_rejected_by_the_server(client):
+    inputs = [grpcclient.InferInput("ITEMS", [1, 2], "FP32"), grpcclient.InferInput("K", [1, 1], "INT32"),
+              grpcclient.InferInput("EXCLUDE_SEEN", [1, 1], "BOOL")]
+    inputs[0].set_data_from_numpy(np.array([[1.5, 2.0]], dtype=np.float32))
+    inputs[1].set_data_from_numpy(np.array([[5]], dtype=np.int32))
+    inputs[2].set_data_from_numpy(np.array([[False]]))
+    with pytest.raises(InferenceServerException, match="(?i)data.?type|dtype|expected"):
+        client.infer("recommend", inputs)
+    assert client.is_server_live() and client.is_model_ready("recommend")
