@@ -36,14 +36,16 @@ import numpy as np
 
 from sessionrec.errors import SessionrecError
 
-# Up to this many items exact search is both exact and fast enough: a batch-1 flat query costs about
-# N·d multiply-adds on one core (~55 ms of the ~60 ms ensemble p50 at 1M items, d=100, in
-# /work/shared/TRITON-ON-CPU.md; ~3 ms at 50k). At 200k that is ~10 ms, still inside the request
-# budget; above it an approximate index pays off.
+# Up to this many items exact search is both exact and fast enough. A batch-1 flat query scans N·d
+# floats on one core: 0.26 ms at 43k items and 29 ms at 1M (d=100, memory-bound once the table
+# outgrows the cache; docs/benchmarks/faiss.md), so ~6 ms at 200k, inside the request budget. Above
+# it an approximate index pays off: IVF answers in 0.05 ms at 1M.
 FLAT_MAX_ITEMS = 200_000
 # Recall is measured and tuned at K=20: the cut-off of the offline metrics (P@20, MRR@20).
 TUNE_K = 20
-MAX_EF_SEARCH = 1024  # tuning stops here: beyond it HNSW costs as much as a flat scan at 1M
+# Tuning stops here (1.5 ms a query at 1M, M=16): a graph that needs more is built too sparse, and
+# a larger M / efConstruction is the fix, not a longer search.
+MAX_EF_SEARCH = 1024
 DEFAULT_NPROBE = 16  # used when no tune queries are given
 DEFAULT_EF_SEARCH = 64  # used when no tune queries are given
 KINDS = ("flat", "ivf", "hnsw")
@@ -56,10 +58,12 @@ class FaissIndexError(SessionrecError, ValueError):
 def choose_kind(n_items: int, flat_max_items: int = FLAT_MAX_ITEMS) -> str:
     """'flat' up to flat_max_items, 'ivf' above.
 
-    Why IVF and not HNSW above the threshold (measured at 1M items, d=100, 2 CPU cores,
-    /work/shared/TRITON-ON-CPU.md): IVF builds in ~10 s and answers in 0.2-0.9 ms; HNSW builds in
-    ~206 s and answers in 0.7-2.2 ms. The export runs on every retrain, so HNSW's 20x build time
-    buys nothing here. HNSW stays available with IndexSpec(kind="hnsw").
+    Why IVF and not HNSW above the threshold, at 1M items, d=100, on 2 CPU cores:
+    /work/shared/TRITON-ON-CPU.md measured IVF build ~10 s, query 0.2-0.9 ms against HNSW build
+    ~206 s, query 0.7-2.2 ms. docs/benchmarks/faiss.md (a busier machine): IVF builds in 109 s and
+    answers in 0.05 ms at recall@20 0.97; HNSW with M=16 builds in 147 s and stays at recall 0.92
+    even at efSearch 1024 (1.5 ms). The export runs on every retrain, so HNSW's slower build buys
+    nothing here. HNSW stays available with IndexSpec(kind="hnsw").
     """
     if n_items < 1:
         raise ValueError(f"n_items must be >= 1, got {n_items}")

@@ -117,7 +117,9 @@ class Recorder:
         for slot in range(max(0, slots.min()), slots.max() + 1):
             here = slots == slot
             good = latencies[here & ~failed]
-            width = min(bucket_s, max(last - slot * bucket_s, 1e-3))  # the last bucket may be partial
+            width = min(bucket_s, last - slot * bucket_s)  # the last bucket may be partial
+            if width < bucket_s / 2:  # too short to say anything per second
+                break
             row = {"t": slot * bucket_s + width, "rps": good.size / width, "failures_per_s": (here & failed).sum() / width}
             for p in (50, 95, 99):
                 row[f"p{p}"] = float(np.percentile(good, p)) if good.size else float("nan")
