@@ -196,13 +196,3 @@ def test_rules_compute_what_they_claim(rendered, tmp_path):
     }
     (tmp_path / "tests.yaml").write_text(yaml.safe_dump(tests, sort_keys=False))
     promtool("test", "rules", "tests.yaml", cwd=tmp_path)
-
-
-@pytest.mark.skip(reason="needs the embedded tritonserver and a `recommend` model repository; "
-                         "the lead adds it when the server fixture exists")
-def test_recording_rules_on_a_live_triton():
-    """Placeholder: start the embedded tritonserver (nvidia-pytriton's 2.51 binary) on the model
-    repository, run a plain `prometheus` (Debian package) scraping 127.0.0.1:8002 with
-    helm/sessionrec/files/recording-rules.yaml loaded, send some `recommend` requests, then query
-    /api/v1/query for sessionrec:queue_compute_ratio:rate1m and sessionrec:request_latency_p95_ms:max
-    and check both are finite numbers (proves the metric names and labels match the real server)."""
