@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"  -> {LABELS[name]}: {best['throughput_rps']:.0f} req/s at p{sla.percentile:g} <= {sla.target_ms:g} ms "
             f"({best['users']} users)" if best else f"  -> {LABELS[name]}: no step met the SLA")
 
-    import locust
+    from importlib.metadata import version as package_version
 
     results["settings"] = {
         "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT)] + (argv or sys.argv[1:])),
@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         "requests_per_pass": sum(len(s) for s in sessions), "users": args.users, "step_seconds": args.step_seconds,
         "warmup_seconds": args.warmup_seconds, "rates": args.rates, "rate_seconds": args.rate_seconds,
         "rate_users": args.rate_users, "sla": {"percentile": sla.percentile, "target_ms": sla.target_ms},
-        "naive_threads": args.naive_threads, "cache_sessions": args.cache_sessions, "locust": locust.__version__,
+        "naive_threads": args.naive_threads, "cache_sessions": args.cache_sessions, "locust": package_version("locust"),
         "python": platform.python_version(), "work": str(work),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
