@@ -81,11 +81,27 @@ def triton_system(name: str, repository: Path, log: Path, cache_bytes: int = 0):
 
 
 def ensemble_stats(server) -> dict:
-    stats = server.server.client().get_inference_statistics("recommend", as_json=True)["model_stats"][0]
-    inference = stats["inference_stats"]
-    return {"success": int(inference["success"].get("count", 0)),
-            "cache_hits": int(inference.get("cache_hit", {}).get("count", 0)),
-            "cache_misses": int(inference.get("cache_miss", {}).get("count", 0))}
+    """Triton's counters: ensemble cache hits/misses, and per model requests, executions (batches) and times."""
+    out = {"models": {}}
+    for model in server.server.client().get_inference_statistics(as_json=False).model_stats:
+        stats = model.inference_stats
+        if model.name == "recommend":
+            out["cache_hits"], out["cache_misses"] = stats.cache_hit.count, stats.cache_miss.count
+        out["models"][model.name] = (model.inference_count, model.execution_count, stats.queue.ns,
+                                     stats.compute_infer.ns, stats.success.ns)
+    return out
+
+
+def model_deltas(before: dict, after: dict) -> dict:
+    """Per model over one step: average batch size, and queue / compute / total ms per request."""
+    rows = {}
+    for name, now in after["models"].items():
+        then = before["models"].get(name, (0, 0, 0, 0, 0))
+        requests, executions = now[0] - then[0], now[1] - then[1]
+        if requests:
+            rows[name] = {"batch": requests / max(executions, 1), "queue_ms": (now[2] - then[2]) / requests / 1e6,
+                          "compute_ms": (now[3] - then[3]) / requests / 1e6, "total_ms": (now[4] - then[4]) / requests / 1e6}
+    return rows
 
 
 @contextmanager
@@ -163,7 +179,37 @@ def measure(system: System, test: LoadTest) -> dict:
         after = system.stats()
         row["cache_hits"] = after["cache_hits"] - stats_before["cache_hits"]
         row["cache_misses"] = after["cache_misses"] - stats_before["cache_misses"]
+        row["models"] = model_deltas(stats_before, after)
     return row
+
+
+def sequential_probe(system: System, sessions: list[list[int]], k: int, count: int) -> dict:
+    """Latency with no load generator: one plain (non-gevent) client, one request at a time."""
+    requests = [s[:i] for s in sessions for i in range(1, len(s) + 1)][:count]
+    latencies = []
+    if system.protocol == "grpc":
+        from sessionrec.clients import RecommendClient
+
+        with RecommendClient(system.host) as client:
+            for items in requests[:20] + requests:  # the first 20 warm the channel up
+                began = time.perf_counter()
+                client.recommend(items, k=k)
+                latencies.append((time.perf_counter() - began) * 1000)
+    else:
+        import http.client
+
+        host, port = system.host.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        for items in requests[:20] + requests:
+            began = time.perf_counter()
+            connection.request("POST", "/recommend", body=json.dumps({"items": items, "k": k}),
+                               headers={"Content-Type": "application/json"})
+            answer = connection.getresponse().read()
+            latencies.append((time.perf_counter() - began) * 1000)
+            assert json.loads(answer)["item_ids"]
+        connection.close()
+    latencies = np.asarray(latencies[20:])
+    return {"requests": len(latencies), **{f"p{p}": float(np.percentile(latencies, p)) for p in (50, 95, 99)}}
 
 
 def ladder(system: System, base: LoadTest, users: list[int], sla: SLA, log) -> list[dict]:
@@ -278,6 +324,25 @@ def markdown(results: dict) -> str:
                          f"{lat.get('p50', float('nan')):.2f} | {lat.get('p95', float('nan')):.2f} | "
                          f"{lat.get('p99', float('nan')):.2f} | {row['failures']} | {row['generator_cores']:.2f} | "
                          f"{row['server_cores']:.2f} |")
+    lines += ["", "## One request at a time, no load generator", "",
+              "A plain (non-gevent) client in the benchmark process, sequential requests over the same sessions: "
+              "the latency floor of each system.", "",
+              "| system | requests | p50 ms | p95 ms | p99 ms |", "|---|---:|---:|---:|---:|"]
+    for name, data in results["systems"].items():
+        probe = data["probe"]
+        lines.append(f"| {LABELS[name]} | {probe['requests']} | {probe['p50']:.2f} | {probe['p95']:.2f} | {probe['p99']:.2f} |")
+    ensemble = results["systems"].get("sessionrec")
+    if ensemble and ensemble["ladder"]:
+        lines += ["", "## Inside the ensemble (Triton statistics per ladder step)", "",
+                  "Average batch a model executed, and per request: time queued, time in `execute` (wall time, "
+                  "so it grows when the process waits for a core), total.", "",
+                  "| users | model | batch | queue ms | compute ms | total ms |", "|---:|---|---:|---:|---:|---:|"]
+        for row in ensemble["ladder"]:
+            for model in ("preprocess", "session_encoder", "retrieval", "recommend"):
+                m = row.get("models", {}).get(model)
+                if m:
+                    lines.append(f"| {row['users']} | {model} | {m['batch']:.2f} | {m['queue_ms']:.3f} | "
+                                 f"{m['compute_ms']:.3f} | {m['total_ms']:.3f} |")
     lines += ["", "## Every ladder step", "",
               "| system | users | req/s | p50 ms | p95 ms | p99 ms | failed | cores: generator | server | other |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -327,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-threads", type=int, default=1, help="torch threads of the naive server (default 1)")
     parser.add_argument("--cache-sessions", type=int, default=300, help="distinct sessions for the cache ceiling")
     parser.add_argument("--cache-mb", type=int, default=256)
+    parser.add_argument("--probe-requests", type=int, default=500, help="sequential probe, per system (default 500)")
     args = parser.parse_args(argv)
 
     began, out = time.monotonic(), Path(args.out)
@@ -376,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
                 system_base = replace(system_base, distinct_sessions=args.cache_sessions)
                 warm = measure(system, replace(system_base, users=8, run_time_s=8, warmup_s=0, name="cache-warm"))
                 log(f"  cache warm pass: {fmt_row(warm)}")
+            probe = sequential_probe(system, sessions[:args.cache_sessions] if name == "cache-ceiling" else sessions,
+                                     args.k, args.probe_requests)
+            log(f"  sequential probe: p50 {probe['p50']:.2f}  p95 {probe['p95']:.2f}  p99 {probe['p99']:.2f} ms")
             rows = ladder(system, system_base, users, sla, log)
             rate_rows = []
             for rate in rates:
@@ -384,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
                 rate_rows.append(row)
                 log(f"  {name:14} {rate:5g} req/s offered: {fmt_row(row)}")
         best = best_under(rows, sla)
-        results["systems"][name] = {"ladder": rows, "best": best, "rates": rate_rows}
+        results["systems"][name] = {"ladder": rows, "best": best, "rates": rate_rows, "probe": probe}
         log(f"  -> {LABELS[name]}: {best['throughput_rps']:.0f} req/s at p{sla.percentile:g} <= {sla.target_ms:g} ms "
             f"({best['users']} users)" if best else f"  -> {LABELS[name]}: no step met the SLA")
 
