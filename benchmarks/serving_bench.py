@@ -11,7 +11,10 @@ load generator (Locust, one process, on the same 2 cores as the server). For eac
 
 - capacity ladder: closed-loop Locust runs with 1, 2, 4, ... users and no think time; each step reports
   throughput and p50/p95/p99 after a warm-up. "Throughput at p95 <= 70 ms" is the best step that met
-  the target with no failed request (measured, not interpolated). The ladder stops past the knee.
+  the target with no failed request (measured, not interpolated). A system's ladder stops past its knee.
+  All servers run throughout and the steps interleave (users=1 for each system, then users=2, ...), so
+  other jobs on the machine weigh on every system alike.
+- sequential probe: one plain client, one request at a time: each system's latency floor.
 - fixed offered rates: open-loop runs (constant arrival rate, no coordinated omission) at --rates.
 - CPU: the load generator's, the server's (its process tree) and everything else's, per step, from
   /proc via psutil: the 2 cores are shared, and the generator's share is part of the result.
@@ -38,7 +41,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -212,19 +215,6 @@ def sequential_probe(system: System, sessions: list[list[int]], k: int, count: i
     return {"requests": len(latencies), **{f"p{p}": float(np.percentile(latencies, p)) for p in (50, 95, 99)}}
 
 
-def ladder(system: System, base: LoadTest, users: list[int], sla: SLA, log) -> list[dict]:
-    rows, over = [], 0
-    for count in users:
-        row = measure(system, replace(base, users=count, name=f"ladder-u{count}"))
-        rows.append(row)
-        log(f"  {system.name:14} users {count:3}: {fmt_row(row)}")
-        p95 = row["latency_ms"].get("p95", float("inf"))
-        over = over + 1 if p95 > sla.target_ms else 0
-        if over >= 2 or p95 > 3 * sla.target_ms:  # past the knee: more users only add queueing
-            break
-    return rows
-
-
 def best_under(rows: list[dict], sla: SLA) -> dict | None:
     good = [r for r in rows if r["failures"] == 0 and r["latency_ms"].get(f"p{sla.percentile:g}", 1e9) <= sla.target_ms]
     return max(good, key=lambda r: r["throughput_rps"]) if good else None
@@ -287,7 +277,7 @@ def markdown(results: dict) -> str:
         f"- traffic: {s['sessions']:,} test sessions of `{s['data']}` replayed click by click "
         f"(a request after every click, so {s['requests_per_pass']:,} distinct requests per pass); "
         f"each user walks its own seeded random order",
-        f"- capacity ladder: closed loop, no think time, users {s['users']}; each step {s['step_seconds']:g} s "
+        f"- capacity ladder: closed loop, no think time, users {s['users']}, steps interleaved across systems; each step {s['step_seconds']:g} s "
         f"of which the first {s['warmup_seconds']:g} s are warm-up (not measured); SLA p{sla['percentile']:g} "
         f"<= {sla['target_ms']:g} ms with no failed request",
         f"- fixed rates: open loop at {s['rates']} req/s, {s['rate_seconds']:g} s each "
@@ -425,37 +415,57 @@ def main(argv: list[str] | None = None) -> int:
                     run_time_s=args.step_seconds, warmup_s=args.warmup_seconds, sla=sla, deadline_s=5.0)
     users = [int(u) for u in args.users.split(",")]
     rates = [float(r) for r in args.rates.split(",") if r]
-    results = {"systems": {}, "agreement": agree}
-    for name in systems:
-        folder = work / name
-        folder.mkdir(parents=True, exist_ok=True)
-        if name == "sessionrec":
-            context = triton_system(name, repository, folder / "tritonserver.log")
-        elif name == "cache-ceiling":
-            context = triton_system(name, cache_repository, folder / "tritonserver.log", cache_bytes=args.cache_mb << 20)
-        else:
-            context = naive_system(name, checkpoint, folder / "server.log", args.naive_threads, name == "naive-cached")
-        log(f"{LABELS[name]}:")
-        with context as system:
-            system_base = replace(base, host=system.host, protocol=system.protocol, out_dir=folder)
+    results = {"systems": {name: {"ladder": [], "rates": []} for name in systems}, "agreement": agree}
+    with ExitStack() as stack:
+        # Every server runs for the whole benchmark and the measurements interleave (each ladder step
+        # goes round the systems): the other jobs on the machine come and go, and interleaving puts the
+        # systems under the same background load step by step. Idle servers use ~0 CPU.
+        running, bases = {}, {}
+        for name in systems:
+            folder = work / name
+            folder.mkdir(parents=True, exist_ok=True)
+            if name == "sessionrec":
+                context = triton_system(name, repository, folder / "tritonserver.log")
+            elif name == "cache-ceiling":
+                context = triton_system(name, cache_repository, folder / "tritonserver.log", cache_bytes=args.cache_mb << 20)
+            else:
+                context = naive_system(name, checkpoint, folder / "server.log", args.naive_threads, name == "naive-cached")
+            system = running[name] = stack.enter_context(context)
+            bases[name] = replace(base, host=system.host, protocol=system.protocol, out_dir=folder)
             if name == "cache-ceiling":
-                system_base = replace(system_base, distinct_sessions=args.cache_sessions)
-                warm = measure(system, replace(system_base, users=8, run_time_s=8, warmup_s=0, name="cache-warm"))
-                log(f"  cache warm pass: {fmt_row(warm)}")
+                bases[name] = replace(bases[name], distinct_sessions=args.cache_sessions)
+                warm = measure(system, replace(bases[name], users=8, run_time_s=8, warmup_s=0, name="cache-warm"))
+                log(f"{name} warm pass: {fmt_row(warm)}")
+        log("sequential probes (no load generator):")
+        for name, system in running.items():
             probe = sequential_probe(system, sessions[:args.cache_sessions] if name == "cache-ceiling" else sessions,
                                      args.k, args.probe_requests)
-            log(f"  sequential probe: p50 {probe['p50']:.2f}  p95 {probe['p95']:.2f}  p99 {probe['p99']:.2f} ms")
-            rows = ladder(system, system_base, users, sla, log)
-            rate_rows = []
-            for rate in rates:
-                row = measure(system, replace(system_base, users=args.rate_users, arrival_rate=rate,
+            results["systems"][name]["probe"] = probe
+            log(f"  {name:14} p50 {probe['p50']:.2f}  p95 {probe['p95']:.2f}  p99 {probe['p99']:.2f} ms")
+        log("capacity ladder (closed loop):")
+        climbing = dict.fromkeys(running, 0)  # name -> consecutive steps over the target
+        for count in users:
+            for name in [n for n in running if n in climbing]:
+                row = measure(running[name], replace(bases[name], users=count, name=f"ladder-u{count}"))
+                results["systems"][name]["ladder"].append(row)
+                log(f"  {name:14} users {count:3}: {fmt_row(row)}")
+                p95 = row["latency_ms"].get(f"p{sla.percentile:g}", float("inf"))
+                climbing[name] = climbing[name] + 1 if p95 > sla.target_ms else 0
+                if climbing[name] >= 2 or p95 > 3 * sla.target_ms:  # past the knee: more users only queue
+                    del climbing[name]
+            if not climbing:
+                break
+        log("fixed offered rates (open loop):")
+        for rate in rates:
+            for name, system in running.items():
+                row = measure(system, replace(bases[name], users=args.rate_users, arrival_rate=rate,
                                               run_time_s=args.rate_seconds, name=f"rate-{rate:g}"))
-                rate_rows.append(row)
+                results["systems"][name]["rates"].append(row)
                 log(f"  {name:14} {rate:5g} req/s offered: {fmt_row(row)}")
-        best = best_under(rows, sla)
-        results["systems"][name] = {"ladder": rows, "best": best, "rates": rate_rows, "probe": probe}
-        log(f"  -> {LABELS[name]}: {best['throughput_rps']:.0f} req/s at p{sla.percentile:g} <= {sla.target_ms:g} ms "
-            f"({best['users']} users)" if best else f"  -> {LABELS[name]}: no step met the SLA")
+    for name, data in results["systems"].items():
+        data["best"] = best = best_under(data["ladder"], sla)
+        log(f"{LABELS[name]}: {best['throughput_rps']:.0f} req/s at p{sla.percentile:g} <= {sla.target_ms:g} ms "
+            f"({best['users']} users)" if best else f"{LABELS[name]}: no step met the SLA")
 
     from importlib.metadata import version as package_version
 

@@ -43,6 +43,7 @@ class TrainConfig:
     max_train_examples: int = 0  # 0 = all prefixes; >0 samples this many per epoch (quick runs)
     eval_batch_size: int = 500
     threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores)
+    bucket_batches: int = 50  # sort each run of this many batches by session length (0 = off): less padding, same epoch
     max_minutes: float = 0.0  # 0 = no limit; else start no epoch expected to end past this budget
 
 
@@ -65,6 +66,24 @@ def _seed(seed: int) -> None:
 def _batch_tensors(sessions: list[list[int]], max_len: int):
     graphs = build_batch(sessions, max_len, pad_to_longest=True)
     return [torch.from_numpy(x) for x in (graphs.items, graphs.alias, graphs.adj_in, graphs.adj_out, graphs.mask)]
+
+
+def _length_bucketed(order: np.ndarray, sessions: list, batch_size: int, bucket: int, rng) -> list[np.ndarray]:
+    """Batches of a shuffled epoch; within each window of `bucket` batches, examples are grouped by
+    session length so a batch pads to a similar length (the GNN's cost grows with the padded length,
+    and Diginetica prefixes are mostly short). Batch order is shuffled again, so every example is
+    still seen once per epoch in random batches of similar-length sessions."""
+    if not bucket:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    window = batch_size * bucket
+    lengths = np.fromiter((min(len(sessions[i]), 10**6) for i in order), dtype=np.int64, count=len(order))
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = order[start : start + window]
+        chunk = chunk[np.argsort(lengths[start : start + window], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
 
 
 def selection_score(metrics: dict) -> float:
@@ -143,10 +162,11 @@ def train(
         order = rng.permutation(len(train_x))
         if config.max_train_examples:
             order = order[: config.max_train_examples]
-        n_batches = math.ceil(len(order) / config.batch_size)
+        batches = _length_bucketed(order, train_x, config.batch_size, config.bucket_batches, rng)
+        n_batches = len(batches)
         total, bar = 0.0, tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
         for b in bar:
-            idx = order[b * config.batch_size : (b + 1) * config.batch_size]
+            idx = batches[b]
             inputs = _batch_tensors([train_x[i] for i in idx], model_config.max_len)
             targets = torch.from_numpy(train_y[idx])
             loss = model.loss(model(*inputs), targets)
