@@ -133,16 +133,20 @@ def export_version(checkpoint: str | Path, repository: str | Path, options: Expo
     if options.precision not in PRECISIONS:
         raise ExportError(f"--precision must be one of {PRECISIONS}, got {options.precision!r}")
     repo = Path(repository).resolve()
+    ckpt = load_checkpoint(checkpoint)  # before any output: a bad checkpoint is one clean message
     bar = tqdm(total=7, desc="export", disable=not progress)
 
     def step(text: str) -> None:
         bar.set_postfix_str(text)
         bar.update(1)
 
-    ckpt = load_checkpoint(checkpoint)
     model = ckpt.build_model()
     config = model.config
-    sessions = _test_sessions(options, ckpt)
+    try:
+        sessions = _test_sessions(options, ckpt)
+    except BaseException:
+        bar.close()
+        raise
     step("checkpoint + data")
 
     repo.mkdir(parents=True, exist_ok=True)
