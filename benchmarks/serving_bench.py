@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="trained checkpoint (best.pt) over the real catalogue")
     parser.add_argument("--data", required=True, help="sessions: SR-GNN folder or click log (its test split is replayed)")
-    parser.add_argument("--out", required=True, help="Markdown report (results JSON next to it, .json)")
+    parser.add_argument("--out", required=True, help="Markdown report (all results as JSON go to WORK/results.json)")
     parser.add_argument("--work", help="exports and Locust reports (default: runs/serving-bench)")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated subset of {','.join(SYSTEMS)}")
     parser.add_argument("--users", default="1,2,4,8,12,16,24,32,48,64", help="capacity ladder steps")
@@ -485,8 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(markdown(results))
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=float))
-    log(f"wrote {out} and {out.with_suffix('.json')}")
+    (work / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    log(f"wrote {out} and {work / 'results.json'}")
     return 0
 
 

@@ -129,6 +129,8 @@ class RecommendClient:
         channel: ChannelOptions (load balancing, keepalive, reconnect backoff, channel max age).
         tls: ClientTLS (CA, and client cert/key for mutual TLS); None = plaintext.
         model: the ensemble's name.
+        max_batch_size: rows per request in recommend_batch (the ensemble's max_batch_size).
+        batch_concurrency: requests one recommend_batch call keeps in flight.
     """
 
     def __init__(self, url: str, *, timeout: float | None = DEFAULT_TIMEOUT_S, retry: RetryPolicy | None = None,
@@ -143,8 +145,8 @@ class RecommendClient:
         self.channel = channel or ChannelOptions()
         self.tls = tls
         self.model = model
-        self.max_batch_size = max_batch_size  # the ensemble's max_batch_size
-        self.batch_concurrency = batch_concurrency  # requests in flight for one recommend_batch call
+        self.max_batch_size = max_batch_size
+        self.batch_concurrency = batch_concurrency
         self._rng = random.Random()
         self.retries = 0  # attempts repeated after a retryable error, over the client's life (for metrics, tests)
         self._lock = threading.Lock()
@@ -263,7 +265,8 @@ class RecommendClient:
                 code = retry_code(exc)
                 pause = self.retry.backoff(attempt, self._rng)
                 if self.retry.should_retry(code, attempt) and (deadline is None or time.monotonic() + pause < deadline):
-                    self.retries += 1
+                    with self._lock:
+                        self.retries += 1
                     time.sleep(pause)
                     continue
                 raise from_server_error(exc, self.url, self.model, timeout, attempt) from None

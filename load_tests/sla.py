@@ -66,14 +66,14 @@ class Recorder:
     ends: list[float] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     failed: list[bool] = field(default_factory=list)
-    errors: Counter = field(default_factory=Counter)
+    error_texts: dict[int, str] = field(default_factory=dict)  # request index -> error message
 
     def add(self, end: float, latency_ms: float, error: str | None = None) -> None:
+        if error is not None:
+            self.error_texts[len(self.ends)] = error[:200]
         self.ends.append(end)
         self.latencies_ms.append(latency_ms)
         self.failed.append(error is not None)
-        if error is not None:
-            self.errors[error[:200]] += 1
 
     def arrays(self):
         return np.asarray(self.ends), np.asarray(self.latencies_ms), np.asarray(self.failed, dtype=bool)
@@ -99,7 +99,7 @@ class Recorder:
             "latency_ms": latency,
             "warmup_s": self.warmup_s,
             "warmup_requests": int((ends < start + self.warmup_s).sum()),
-            "errors": self.errors.most_common(10),
+            "errors": Counter(text for i, text in self.error_texts.items() if measured[i]).most_common(10),
         }
 
     def timeline(self, bucket_s: float = 1.0) -> list[dict]:

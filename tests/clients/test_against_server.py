@@ -129,28 +129,31 @@ def test_restart_mid_run_is_invisible_to_an_idempotent_caller(fresh_repository, 
                           metrics_port=metrics_port, log_file=tmp_path / "tritonserver.log")
     patient = RetryPolicy(max_attempts=1000, initial_backoff_s=0.05, max_backoff_s=0.5)
     server.start(require_models=True)  # every model loads before the endpoints open
-    errors, answers = [], []
+    errors, calls = [], []  # calls: (session, answer, started, finished)
     stop = threading.Event()
     try:
-        with RecommendClient(server.grpc_url, timeout=90, retry=patient, channel=None) as client:
+        with RecommendClient(server.grpc_url, timeout=90, retry=patient) as client:
             def caller():
                 while not stop.is_set():
-                    session = sessions[len(answers) % len(sessions)]
+                    session = sessions[len(calls) % len(sessions)]
+                    started = time.monotonic()
                     try:
-                        answers.append((session, client.recommend(session, k=5), time.monotonic()))
+                        rec = client.recommend(session, k=5)
+                        calls.append((session, rec, started, time.monotonic()))
                     except Exception as exc:  # noqa: BLE001 - collected, asserted below
                         errors.append(exc)
 
             thread = threading.Thread(target=caller)
             thread.start()
-            while len(answers) < 20 and not errors:
+            while len(calls) < 20 and not errors:
                 time.sleep(0.01)
-            server.stop()
-            down_at = time.monotonic()
-            time.sleep(0.5)  # calls fail with UNAVAILABLE meanwhile, and are retried
+            server.stop()  # SIGTERM: models unload (NOT_FOUND "no available versions"), then the port closes
+            time.sleep(0.5)  # calls meanwhile fail with UNAVAILABLE and are retried
             server.start(require_models=True)
             up_at = time.monotonic()
-            time.sleep(0.5)
+            deadline = up_at + 30  # the pending call returns after its backoff and the channel's reconnect
+            while sum(started > up_at for *_, started, _ in calls) < 5 and not errors and time.monotonic() < deadline:
+                time.sleep(0.05)
             stop.set()
             thread.join(timeout=60)
             retries = client.retries
@@ -158,11 +161,12 @@ def test_restart_mid_run_is_invisible_to_an_idempotent_caller(fresh_repository, 
         stop.set()
         server.stop()
     assert not errors, errors[:3]
-    assert retries > 0, "no call was retried: the restart did not happen under the caller"
-    answered_after = [(session, rec) for session, rec, at in answers if at > up_at]
-    assert any(down_at < at <= up_at + 5 for _, _, at in answers) or answered_after
-    assert answered_after, "no answer after the restart"
-    for session, rec in answered_after[:5]:
+    assert retries > 0
+    spanning = [call for call in calls if call[2] < up_at < call[3]]
+    assert spanning, "no call was in flight while the server was down"
+    after = [(session, rec) for session, rec, started, _ in calls if started > up_at]
+    assert after, "no call after the restart"
+    for session, rec in [spanning[0][:2]] + after[:5]:
         _assert_same(rec, pipeline.recommend(session, 5))
 
 
