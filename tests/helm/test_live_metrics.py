@@ -100,8 +100,9 @@ def test_queue_compute_ratio_rises_under_load_and_falls_back(prometheus_binary, 
                 t.start()
             try:
                 loaded = wait_for(base, ratio, lambda v: v > 0.05, 90)
+                # rate()[1m] needs a few scrapes of the load before it reads requests per second.
+                rate = wait_for(base, "sessionrec:requests:rate1m", lambda v: v > 1, 60)[-1]
                 p95 = query(base, "sessionrec:request_latency_p95_ms:max")
-                rate = query(base, "sessionrec:requests:rate1m")
             finally:
                 stop.set()
                 for t in users:
