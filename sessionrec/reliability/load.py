@@ -5,11 +5,13 @@
         time.sleep(5)
         steady = load.stats(since=load.started, until=load.now())
 
-Requests go through sessionrec.clients.AsyncRecommendClient with retries off (NO_RETRY): a failure the
-server causes is counted, never hidden by a retry. Open loop (`rate` requests/s on a fixed schedule,
-whatever the latency) is the steady traffic of the hot-swap and soak runs: a slow server does not
-slow the arrivals down, so a stall shows in the latencies (no coordinated omission). Closed loop
-(`concurrency` callers back to back, `rate=None`) measures capacity.
+Requests go through sessionrec.clients.AsyncRecommendClient with retries off (NO_RETRY) unless a
+RetryPolicy is given: by default a failure the server causes is counted, never hidden by a retry.
+Open loop (`rate` requests/s on a fixed schedule, whatever the latency) is the steady traffic of the
+hot-swap and soak runs: a slow server does not slow the arrivals down, so a stall shows in the
+latencies (no coordinated omission; latency is measured from the send, and arrivals beyond
+`max_in_flight` outstanding are counted as failures, never queued). Closed loop (`concurrency`
+callers back to back, `rate=None`) measures capacity.
 
 Each answer is compared with the answers the served versions must give (their manifests' canaries,
 computed at export time by the offline pipeline): an answer that is neither counts as `wrong`.
@@ -116,15 +118,17 @@ class Load:
             recorded as failures (code "CLIENT_OVERLOADED"): the generator never queues silently.
         timeout_s: per-request deadline.
         tls: sessionrec.serving.tls.ClientTLS for a TLS server.
+        retry: sessionrec.clients.RetryPolicy; default none (NO_RETRY): every failure is counted.
     """
 
     url: str
     probes: Sequence[Probe]
     rate: float | None = 50.0
     concurrency: int = 4
-    max_in_flight: int = 64
+    max_in_flight: int = 2048
     timeout_s: float = 5.0
     tls: object = None
+    retry: object = None
     records: list[Record] = field(default_factory=list)
     started: float = 0.0
     stopped: float = 0.0
@@ -185,7 +189,7 @@ class Load:
     async def _main(self) -> None:
         from sessionrec.clients import NO_RETRY, AsyncRecommendClient
 
-        client = AsyncRecommendClient(self.url, timeout=self.timeout_s, retry=NO_RETRY, tls=self.tls)
+        client = AsyncRecommendClient(self.url, timeout=self.timeout_s, retry=self.retry or NO_RETRY, tls=self.tls)
         try:
             self.started = time.monotonic()
             self._ready.set()

@@ -1,17 +1,20 @@
 """The embedded default: a real tritonserver on 127.0.0.1 over an exported repository.
 
-Start-up loads the steps, then the ensemble (pinned to the live version), then replays the
+Start-up loads the steps and the ensemble (pinned to the live version) at launch, then replays the
 manifest's canary requests over gRPC and refuses to report healthy when an answer differs — that
 catches whole classes of silent failure (numpy 2 in the server environment zeroes python-backend
 inputs while every model reports READY). A watcher then follows the repository: when a new version
-goes live (export) or the live one is retired (rollback), the steps are reloaded with both versions,
-the canaries of the new version are replayed against its steps through a pinned ensemble, and only
-then does the served ensemble switch. A failed switch keeps the previous version serving.
+goes live (export), its steps are loaded beside the serving ones, then the ensemble is switched to it
+and its canaries are replayed; when the live one is retired (rollback), the ensemble is switched back
+first. A failed load or canary points the ensemble back at the previous version, which stayed
+loaded. Requests keep being answered throughout (docs/RELIABILITY.md measures it under load). The
+watcher also restarts a step whose python-backend stub process died (`heal`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -21,12 +24,15 @@ import numpy as np
 
 from sessionrec.errors import SessionrecError
 from sessionrec.export.configs import STEPS
-from sessionrec.export.repository import current_version
+from sessionrec.export.repository import current_version, live_versions
 from sessionrec.serving.artifacts import read_manifest
 from sessionrec.serving.launcher import TritonServer
 
 log = logging.getLogger("sessionrec.serve")
 SCORE_TOLERANCE = 1e-3  # absolute, on dot-product scores of order 1-20
+# Triton's answer once a python-backend stub process has died (killed, OOM): the model still reports
+# READY, is never restarted, and every request through it fails (docs/RELIABILITY.md, "Faults").
+_DEAD_STUB = re.compile(r"Stub process '(?P<model>\w+?)_\d+_\d+' is not healthy")
 
 
 class CanaryMismatch(SessionrecError):
@@ -83,6 +89,32 @@ def replay_canaries(client, manifest: dict) -> CanaryReport:
     return CanaryReport(version=int(manifest["version"]), checked=len(canaries), failures=failures)
 
 
+def _precompile_model_code(repository: Path, versions, venv_python) -> None:
+    """Write the bytecode of each step's model.py of `versions` before Triton first loads them.
+
+    Otherwise the python backend stub writes `<version>/__pycache__/` while loading it (it ignores
+    PYTHONDONTWRITEBYTECODE), Triton then sees the version folder modified, and the next load of that
+    model or of the ensemble (which re-polls its steps) restarts every instance of it: a second round
+    of stub processes competing with serving for the CPU during every switch. Only where no bytecode
+    is there yet (rewriting it would count as a modification too), and only when the stub runs this
+    interpreter's Python version (the cache file is per version).
+    """
+    import importlib.util
+    import py_compile
+    import sys
+
+    from sessionrec.serving.launcher import _interpreter
+
+    if _interpreter(venv_python).version != f"{sys.version_info[0]}.{sys.version_info[1]}":
+        return
+    for source in (repository / model / str(v) / "model.py" for v in versions for model in STEPS):
+        if source.is_file() and not Path(importlib.util.cache_from_source(str(source))).exists():
+            try:
+                py_compile.compile(str(source), doraise=True)
+            except (OSError, py_compile.PyCompileError) as exc:  # read-only repository: nothing to avoid
+                log.debug("no bytecode written for %s: %s", source, exc)
+
+
 class EmbeddedServer:
     """tritonserver + canary gate + version watcher. Use as a context manager or start()/stop()."""
 
@@ -90,7 +122,10 @@ class EmbeddedServer:
         self.repository = Path(repository).resolve()
         if current_version(self.repository) is None:
             raise SessionrecError(f"{self.repository}: no live model version (run `sessionrec export` first)")
-        self.server = TritonServer(self.repository, models=[], **server_kwargs)
+        # The models load at launch: tritonserver opens its ports only once they are ready, so a client
+        # retrying UNAVAILABLE across a restart never meets "Request for unknown model: 'recommend' is
+        # not found" (not retryable: it also means a typo) while the ensemble is still loading.
+        self.server = TritonServer(self.repository, models=[*STEPS, "recommend"], **server_kwargs)
         self.watch_seconds = watch_seconds
         self.version: int | None = None
         self.events: list[str] = []  # what the watcher did, for logs and tests
@@ -100,10 +135,9 @@ class EmbeddedServer:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, timeout: float = 120.0) -> "EmbeddedServer":
-        self.server.start(timeout=timeout)
+        _precompile_model_code(self.repository, live_versions(self.repository), self.server.venv_python)
+        self.server.start(timeout=timeout, require_models=True)
         try:
-            for model in STEPS + ("recommend",):
-                self.server.load_model(model)
             version = current_version(self.repository)
             report = replay_canaries(self.server.client(), read_manifest(self.repository / "recommend" / str(version)))
             if not report.ok:
@@ -153,42 +187,87 @@ class EmbeddedServer:
             if target is None or target == self.version:
                 return False
             previous = self.version
+            ensemble_touched = False
             try:
-                for model in STEPS:  # loads the newest two versions of each step (version_policy)
-                    self.server.load_model(model)
-                self.server.load_model("recommend")  # re-reads the ensemble config, pinned to target
+                if previous is None or target > previous:
+                    # A new version: each step loads it beside the serving one, while the ensemble still
+                    # pins `previous`. Triton keeps a model version serving until its reload is ready,
+                    # and keeps the loaded model when a load fails (a corrupted artifact): no gap.
+                    _precompile_model_code(self.repository, [target], self.server.venv_python)
+                    for model in STEPS:  # the newest two versions of each step (version_policy)
+                        self.server.load_model(model)
+                # The switch: the ensemble pinned to target. A rollback goes straight here: loading a
+                # step first would drop the retired version's instances from under the ensemble still
+                # pinned to them ("'recommend' has no available versions" until the ensemble load);
+                # the ensemble load re-polls its steps and unloads the retired versions after it.
+                # The config always comes with the load: after an override (_restore), a load without
+                # one keeps the override until config.pbtxt changes (a retried switch would not happen).
+                ensemble_touched = True
+                self.server.load_model("recommend", config_json=self._ensemble_json(target))
                 report = replay_canaries(self.server.client(), read_manifest(self.repository / "recommend" / str(target)))
                 if not report.ok:
                     raise CanaryMismatch(f"version {target}: {report.failures[0]}")
             except Exception as exc:  # noqa: BLE001 - keep serving whatever still works
                 self.events.append(f"switch to version {target} failed: {exc}")
                 log.error("switch to version %s failed, staying on %s: %s", target, previous, exc)
-                self._restore(previous)
+                if ensemble_touched:
+                    self._restore(previous)
                 return False
             self.version = target
             self.events.append(f"switched {previous} -> {target} ({report.checked} canaries ok)")
             log.info("now serving version %s", target)
             return True
 
+    def _ensemble_json(self, version: int) -> str:
+        """The ensemble config pinned to `version`, as the load API takes it."""
+        from google.protobuf import json_format
+
+        from sessionrec.export.configs import ServingConfig, ensemble_config
+
+        folder = self.repository / "recommend" / str(version)
+        manifest = read_manifest(folder) if folder.is_dir() else {}
+        cfg = ServingConfig(**manifest.get("serving_config", {}))
+        return json_format.MessageToJson(ensemble_config(cfg, version), preserving_proto_field_name=True)
+
     def _restore(self, previous: int | None) -> None:
         """Point the ensemble back at the previous version (still loaded: version_policy keeps two)."""
         if previous is None:
             return
-        from sessionrec.export.configs import ServingConfig, ensemble_config
-        from google.protobuf import json_format
-
-        manifest = read_manifest(self.repository / "recommend" / str(previous)) if (
-            self.repository / "recommend" / str(previous)).is_dir() else {}
-        cfg = ServingConfig(**manifest.get("serving_config", {}))
-        config = json_format.MessageToJson(ensemble_config(cfg, previous), preserving_proto_field_name=True)
         try:
-            self.server.load_model("recommend", config_json=config)
+            self.server.load_model("recommend", config_json=self._ensemble_json(previous))
         except Exception as exc:  # noqa: BLE001
             log.error("could not restore version %s: %s", previous, exc)
+
+    def heal(self) -> str | None:
+        """Reload the step whose python-backend stub died, found by one canary request; its name or None.
+
+        Triton neither restarts a dead stub nor marks its model unready, so nothing else would notice.
+        Unload + load starts a new stub (~0.3 s); the ensemble stays loaded meanwhile.
+        """
+        from tritonclient.utils import InferenceServerException
+
+        with self._lock:
+            if self.version is None:
+                return None
+            canary = read_manifest(self.repository / "recommend" / str(self.version))["canaries"][0]
+            try:
+                infer_recommend(self.server.client(), canary["items"], canary["k"], canary["exclude_seen"])
+                return None
+            except InferenceServerException as exc:
+                dead = _DEAD_STUB.search(exc.message() or "")
+            if dead is None:
+                return None
+            model = dead.group("model")
+            self.server.client().unload_model(model)
+            self.server.load_model(model)
+            self.events.append(f"restarted {model}: its python backend stub had died")
+            log.error("restarted %s: its python backend stub had died", model)
+            return model
 
     def _watch(self) -> None:
         while not self._stop.wait(self.watch_seconds):
             try:
                 self.sync()
+                self.heal()
             except Exception as exc:  # noqa: BLE001 - the watcher must never die
                 log.error("watcher: %s", exc)

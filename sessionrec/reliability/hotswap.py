@@ -1,0 +1,139 @@
+"""Hot swap per retrain under load: export a new version while traffic runs, switch to it, roll back.
+
+    report = run_hotswap(HotSwapPlan(repository, next_checkpoint=ckpt, data=sample), log=print)
+    report["verdict"]["passed"]
+
+One embedded server over `repository`; open-loop traffic (sessionrec.reliability.load) replays the
+canary requests of every version involved and checks each answer. Phases, each a time window whose
+requests are summarised on their own:
+
+    steady     before anything changes: the reference p99
+    export     `sessionrec export` of `next_checkpoint` on the same machine (CPU-heavy, no switch yet)
+    swap       EmbeddedServer.sync() to the new version, plus `tail_s` for the old instances to go
+    settled    the new version alone
+    rollback   export.repository.rollback, then sync() back to the previous version, plus `tail_s`
+    restored   the previous version alone
+
+With `cycles` > 1 the export..restored phases repeat (numbered). Verdict: no failed and no wrong
+answer in any phase; p99 of every `swap` and `rollback` window within `p99_factor` x the steady p99. The export phase is reported, not judged: on a GPU cluster the export
+runs on the training node, here it shares 2 cores with the server.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from sessionrec.reliability.load import Load, canary_probes
+
+
+@dataclass
+class HotSwapPlan:
+    repository: Path  # a live repository; changed in place (copy it first to keep the original)
+    next_checkpoint: Path  # "the retrain": exported as the new version under load
+    data: str  # sessions for the export's gates (the checkpoint's data)
+    rate: float = 100.0  # requests/s, open loop
+    steady_s: float = 10.0
+    settle_s: float = 5.0  # settled / restored windows
+    tail_s: float = 2.0  # a switch window lasts until sync() returns plus this (old instances unload)
+    rollback: bool = True
+    cycles: int = 1  # export + swap (+ rollback) rounds; each export is a new version
+    p99_factor: float = 2.0
+    export_threads: int = 1  # torch threads of the export (it shares the cores with the server)
+    export_options: dict = field(default_factory=lambda: {"quality_sessions": 500, "parity_sessions": 200})
+    log_file: Path | None = None  # tritonserver log
+    server_args: tuple[str, ...] = ()  # extra tritonserver flags
+
+
+def run_hotswap(plan: HotSwapPlan, log: Callable[[str], None] = lambda s: None) -> dict:
+    import torch
+
+    from sessionrec.export.exporter import ExportOptions, export_version
+    from sessionrec.export.repository import current_version, rollback
+    from sessionrec.serving.embedded import EmbeddedServer
+
+    repository = Path(plan.repository)
+    first = current_version(repository)
+    windows: dict[str, tuple[float, float]] = {}
+    sync_seconds: dict[str, float] = {}
+    switched: list[bool] = []
+    with EmbeddedServer(repository, watch_seconds=0, log_file=plan.log_file,
+                        extra_args=list(plan.server_args)) as server:
+        # Probes answerable by the first version now; each new version's canaries join once it exists
+        # (Load reads `probes` on every request, so the list may change while traffic runs).
+        probes = canary_probes(repository, [first])
+        with Load(server.grpc_url, probes, rate=plan.rate) as load:
+            log(f"serving version {first}; {plan.rate:g} requests/s")
+            time.sleep(plan.steady_s + 1.0)
+            windows["steady"] = (load.started + 1.0, load.now())
+
+            def switch(phase: str, settled: str) -> None:
+                began = load.now()
+                switched.append(server.sync())
+                sync_seconds[phase] = round(load.now() - began, 3)
+                time.sleep(plan.tail_s)
+                windows[phase] = (began, load.now())
+                log(f"{phase}: {server.events[-1]} ({sync_seconds[phase]:.2f} s)")
+                time.sleep(plan.settle_s)
+                windows[settled] = (windows[phase][1], load.now())
+
+            for cycle in range(1, plan.cycles + 1):
+                suffix = f" {cycle}" if plan.cycles > 1 else ""
+                threads = torch.get_num_threads()
+                torch.set_num_threads(plan.export_threads)
+                try:
+                    began = load.now()
+                    new = export_version(plan.next_checkpoint, repository,
+                                         ExportOptions(data=plan.data, **plan.export_options), progress=False).version
+                finally:
+                    torch.set_num_threads(threads)
+                windows["export" + suffix] = (began, load.now())
+                probes[:] = canary_probes(repository, [first, new])  # either version's answer is right now
+                log(f"exported version {new} in {load.now() - began:.1f} s")
+                switch("swap" + suffix, "settled" + suffix)
+                if plan.rollback:
+                    rollback(repository)
+                    switch("rollback" + suffix, "restored" + suffix)
+        server_events = list(server.events)
+        final_version = server.version
+
+    phases = {name: load.stats(*window) for name, window in windows.items()}
+    total = load.stats(load.started, load.stopped)
+    steady_p99 = phases["steady"].p99_ms
+    judged = [p for p in phases if p.startswith(("swap", "rollback"))]
+    worst = max(judged, key=lambda p: phases[p].p99_ms)
+    checks = {
+        "no_failed_request": total.failed == 0,
+        "no_wrong_answer": total.wrong == 0,
+        "every_switch_done": all(switched),
+        f"switch_p99_within_{plan.p99_factor:g}x_steady": phases[worst].p99_ms <= plan.p99_factor * steady_p99,
+    }
+    if plan.rollback:
+        checks["rolled_back"] = final_version == first
+    in_switches = [phases[p] for p in judged]
+    return {
+        "plan": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(plan).items()},
+        "phases": {name: stats.as_dict() for name, stats in phases.items()},
+        "total": total.as_dict(),
+        "switches": {"count": len(judged), "requests": sum(p.requests for p in in_switches),
+                     "failed": sum(p.failed for p in in_switches), "worst_p99_phase": worst,
+                     "worst_p99_ms": round(phases[worst].p99_ms, 1), "steady_p99_ms": round(steady_p99, 1)},
+        "sync_seconds": sync_seconds,
+        "server_events": server_events,
+        "verdict": {"passed": all(checks.values()), **checks},
+    }
+
+
+def markdown(report: dict) -> str:
+    """The phases as a table, for docs/RELIABILITY.md."""
+    lines = ["| phase | seconds | requests | failed | wrong | p50 ms | p95 ms | p99 ms | max ms |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, p in report["phases"].items():
+        lines.append(f"| {name} | {p['seconds']:.1f} | {p['requests']} | {p['failed']} | {p['wrong']} | "
+                     f"{p['p50_ms']:.1f} | {p['p95_ms']:.1f} | {p['p99_ms']:.1f} | {p['max_ms']:.1f} |")
+    t = report["total"]
+    lines.append(f"| **all** | {t['seconds']:.1f} | {t['requests']} | {t['failed']} | {t['wrong']} | "
+                 f"{t['p50_ms']:.1f} | {t['p95_ms']:.1f} | {t['p99_ms']:.1f} | {t['max_ms']:.1f} |")
+    return "\n".join(lines)

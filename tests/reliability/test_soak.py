@@ -1,0 +1,31 @@
+"""The soak runner on a short run (`python benchmarks/soak.py --minutes 10` is the real soak, run by hand).
+
+    .venv/bin/pytest tests/reliability/test_soak.py -q             # ~35 s
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from sessionrec.reliability.procs import memory_kib, python_stubs
+from sessionrec.reliability.soak import SoakPlan, markdown, run_soak
+
+pytestmark = pytest.mark.server
+
+
+def test_short_soak_has_no_errors_and_flat_memory(exported_repository, tmp_path):
+    plan = SoakPlan(exported_repository, minutes=0.3, rate=100, warmup_s=6, window_s=6, sample_s=1,
+                    log_file=tmp_path / "triton.log")
+    report = run_soak(plan)
+    assert report["total"]["requests"] > 1500
+    assert report["verdict"]["no_failed_request"] and report["verdict"]["no_wrong_answer"], report["total"]["failures"]
+    memory = report["memory"]
+    assert memory["samples"][0]["processes"] == 4  # tritonserver and one stub per step
+    assert memory["growth"] is not None and abs(memory["growth"]) < 0.05, memory
+    assert len(report["windows"]) == 3 and "| from (s) |" in markdown(report)
+
+
+def test_memory_is_read_for_the_server_and_each_stub(embedded_server):
+    memory = memory_kib(embedded_server.server.pid)
+    assert memory["processes"] == 4 and memory["tritonserver"] > 10_000 and memory["stubs"] > 3 * 20_000
+    assert set(python_stubs(embedded_server.server.pid)) == {"preprocess", "session_encoder", "retrieval"}
