@@ -50,20 +50,37 @@ def current_version(repo: Path) -> int | None:
     return live[-1] if live else None
 
 
+def retired_dir(repo: Path) -> Path:
+    return Path(repo).parent / f".{Path(repo).name}.retired"
+
+
 def next_version(repo: Path) -> int:
+    """Never reuse a number, not even a retired one: Triton (and its response cache) identify
+    a model's answers by name and version."""
     seen = [v for m in MODELS for v in versions(repo, m)]
+    retired = retired_dir(repo)
+    if retired.is_dir():
+        seen += [int(p.name) for p in retired.iterdir() if p.name.isdigit()]
     return max(seen, default=0) + 1
 
 
 def clean_debris(repo: Path) -> list[Path]:
-    """Remove step folders of versions that never went live (an interrupted publish)."""
+    """Clear step folders of versions that are not live: an interrupted publish (removed), or a
+    rolled-back version whose steps were left in place (moved to the retired folder)."""
     live = set(live_versions(repo))
+    retired = retired_dir(repo)
     removed = []
     for model in MODELS:
         for v in versions(repo, model):
             if v not in live and v > max(live, default=0):
-                shutil.rmtree(repo / model / str(v))
-                removed.append(repo / model / str(v))
+                source = repo / model / str(v)
+                if (retired / str(v)).is_dir():
+                    target = retired / str(v) / model
+                    shutil.rmtree(target, ignore_errors=True)
+                    os.replace(source, target)
+                else:
+                    shutil.rmtree(source)
+                removed.append(source)
     for stale in Path(repo).parent.glob(f".{Path(repo).name}.staging-*"):
         shutil.rmtree(stale, ignore_errors=True)
     return removed
@@ -119,10 +136,13 @@ def prune(repo: Path, keep: int) -> list[int]:
 
 
 def rollback(repo: Path, cfg: ServingConfig | None = None) -> tuple[int, int]:
-    """Retire the live version: pin the ensemble to the previous one and move the newest aside.
+    """Retire the live version: pin the ensemble to the previous one and move its folder aside.
 
-    The retired folders go to `<repo>/../.<repo>.retired/<N>/` (kept for inspection, out of the
-    repository so no reload can pick them up again). Returns (retired, now live).
+    Only `recommend/<N>` moves (to `<repo>/../.<repo>.retired/<N>/`, out of the repository so no
+    reload picks it up again); that alone makes N not live. The step folders of N stay until the
+    next export moves them there too: removing them now would let Triton drop N's steps while a
+    running server's ensemble is still being repinned (measured: failed requests during rollback).
+    Returns (retired, now live).
     """
     repo = Path(repo)
     live = live_versions(repo)
@@ -131,13 +151,10 @@ def rollback(repo: Path, cfg: ServingConfig | None = None) -> tuple[int, int]:
     newest, previous = live[-1], live[-2]
     cfg = cfg or ServingConfig(**read_manifest(repo / "recommend" / str(previous)).get("serving_config", {}))
     write_configs(repo, cfg, version=previous, only=("recommend",))
-    retired = repo.parent / f".{repo.name}.retired" / str(newest)
+    retired = retired_dir(repo) / str(newest)
     retired.mkdir(parents=True, exist_ok=True)
-    for model in ("recommend",) + STEPS:  # ensemble folder first: the version stops being live at once
-        source = repo / model / str(newest)
-        if source.exists():
-            target = retired / model
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(source, target)
+    target = retired / "recommend"
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(repo / "recommend" / str(newest), target)
     return newest, previous

@@ -4,7 +4,10 @@
     sessionrec evaluate CHECKPOINT DATA      full-catalogue metrics, baselines side by side
     sessionrec export CHECKPOINT --repository DIR     new verified Triton model version
     sessionrec serve --repository DIR        embedded tritonserver on 127.0.0.1
+    sessionrec rollback --repository DIR     serve the previous version again
+    sessionrec build-engine --repository DIR TensorRT plan on a GPU node
     sessionrec recommend ITEM ... --url HOST:PORT     ask a running server
+    sessionrec loadtest --repository DIR     Locust run with an SLA check
     sessionrec demo                          all of the above on the bundled sample
 """
 

@@ -110,6 +110,11 @@ def test_rollback_switches_the_server_back(fresh_repository, trained_checkpoint,
         assert replay_canaries(client, read_manifest(repo / "recommend" / "1")).ok
     with pytest.raises(Exception, match="no previous version"):
         rollback(repo)
+    # The next export never reuses the retired number, and moves the retired steps out of the way.
+    result = export_version(trained_checkpoint, repo, options(sample_path), progress=False)
+    assert result.version == 3 and live_versions(repo) == [1, 3]
+    assert not (repo / "preprocess" / "2").exists()
+    assert (repo.parent / ".repository.retired" / "2" / "preprocess").is_dir()
 
 
 def test_versions_are_pruned(fresh_repository, trained_checkpoint, sample_path):
