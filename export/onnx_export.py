@@ -6,6 +6,7 @@ takes the item table already normalised (NISER), so inference never re-normalise
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,6 +47,8 @@ def export_onnx(model: SessionModel, path: str | Path, example_sessions: list[li
         "adj_out": {0: batch, 1: length, 2: length},
         "mask": {0: batch, 1: length},
     }
+    # The exporter logs one warning per torchvision op it cannot register; torchvision is not used.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
