@@ -24,13 +24,14 @@ from sessionrec.checkpoint import load_checkpoint
 from sessionrec.data import item_counts, load_dataset, prefixes
 from sessionrec.export.onnx_export import export_onnx
 from sessionrec.export.precision import measure_variants
-from sessionrec.graph import ENCODER_INPUTS, build_batch
+from sessionrec.graph import build_batch
+from sessionrec.model import graph_tensors
 
 
 def torch_latency_ms(model, sessions, max_len, batch, repeats):
     picked = [sessions[i % len(sessions)] for i in range(batch)]
     graphs = build_batch(picked, max_len)
-    inputs = [torch.from_numpy(getattr(graphs, n)) for n in ENCODER_INPUTS]
+    inputs = graph_tensors(graphs)
     with torch.no_grad():
         model.encode(*inputs)
         times = []

@@ -36,6 +36,7 @@ from sessionrec.export.faiss_index import IndexSpec, build_index, save_index
 from sessionrec.export.onnx_export import check_parity, export_onnx
 from sessionrec.export.precision import FILES, PRECISIONS, measure_variants
 from sessionrec.graph import build_batch
+from sessionrec.model import graph_tensors
 from sessionrec.serving.artifacts import MANIFEST, MANIFEST_FORMAT, sha256_file
 from sessionrec.serving.encoder import OnnxEncoder
 from sessionrec.serving.pipeline import LocalPipeline
@@ -106,7 +107,7 @@ def _test_sessions(options: ExportOptions, ckpt) -> list[list[int]]:
 def _session_vectors(model, sessions: list[list[int]]) -> np.ndarray:
     with torch.no_grad():
         graphs = build_batch(sessions, model.config.max_len)
-        return model.encode(*(torch.from_numpy(x) for x in graphs.as_dict().values())).numpy()
+        return model.encode(*graph_tensors(graphs)).numpy()
 
 
 def _canaries(pipeline: LocalPipeline, ckpt, sessions: list[list[int]], count: int) -> list[dict]:
@@ -222,7 +223,7 @@ def export_version(checkpoint: str | Path, repository: str | Path, options: Expo
         pipeline = LocalPipeline(staged, version)
         served_top = [pipeline.recommend(ckpt.raw_ids[np.asarray(s)].tolist(), 20).item_ids for s in parity_set[:200]]
         with torch.no_grad():
-            ref = model(*(torch.from_numpy(x) for x in build_batch(parity_set[:200], config.max_len).as_dict().values()))
+            ref = model(*graph_tensors(build_batch(parity_set[:200], config.max_len)))
         ref_top = ckpt.raw_ids[(ref.topk(20, dim=1).indices + 1).numpy()]
         agreement = float(np.mean([len(np.intersect1d(a, b)) / 20 for a, b in zip(served_top, ref_top)]))
         floor = options.min_top20_agreement * (index_report.recall_at_20 or 1.0) - 0.01

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from sessionrec.graph import ENCODER_INPUTS, build_batch
-from sessionrec.model import SessionModel
+from sessionrec.model import SessionModel, graph_tensors
 
 OUTPUT = "session_embedding"
 OPSET = 18
@@ -38,7 +38,7 @@ def export_onnx(model: SessionModel, path: str | Path, example_sessions: list[li
     path = Path(path)
     max_len = model.config.max_len
     graphs = build_batch(example_sessions[:4] or [[1]], max_len)
-    args = tuple(torch.from_numpy(getattr(graphs, name)) for name in ENCODER_INPUTS)
+    args = tuple(graph_tensors(graphs))
     batch, length = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("length", min=1, max=max_len)
     dynamic = {
         "items": {0: batch, 1: length},
@@ -97,7 +97,7 @@ def check_parity(
     diffs, agree = [], []
     for start in range(0, len(sessions), batch_size):
         graphs = build_batch(sessions[start : start + batch_size], model.config.max_len)
-        ref = model.encode(*(torch.from_numpy(getattr(graphs, n)) for n in ENCODER_INPUTS))
+        ref = model.encode(*graph_tensors(graphs))
         got = torch.from_numpy(np.asarray(encoder(graphs.as_dict()), dtype=np.float32))
         diffs.append((ref - got).abs().max().item())
         top_ref = (ref @ table.T).topk(20, dim=1).indices.numpy()

@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from sessionrec.graph import build_batch
 from sessionrec.metrics import RankingMetrics
-from sessionrec.model import SessionModel
+from sessionrec.model import SessionModel, graph_tensors
 
 K_MAX = 20
 
@@ -20,8 +20,7 @@ def model_topk(model: SessionModel, sessions: list[list[int]], k: int = K_MAX, b
     out = []
     for start in range(0, len(sessions), batch_size):
         graphs = build_batch(sessions[start : start + batch_size], model.config.max_len, pad_to_longest=True)
-        inputs = [torch.from_numpy(x) for x in (graphs.items, graphs.alias, graphs.adj_in, graphs.adj_out, graphs.mask)]
-        out.append((model(*inputs).topk(k, dim=1).indices + 1).numpy())
+        out.append((model(*graph_tensors(graphs)).topk(k, dim=1).indices + 1).numpy())
     return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
 

@@ -187,6 +187,16 @@ class SessionModel(nn.Module):
         return F.cross_entropy(scores, targets - 1)
 
 
+def graph_tensors(graphs) -> list[torch.Tensor]:
+    """A sessionrec.graph.SessionGraphs batch as encode()'s positional tensors (ENCODER_INPUTS order).
+
+    Lives here, not in sessionrec.graph, because the graph module must import without torch (the
+    serving image has none)."""
+    from sessionrec.graph import ENCODER_INPUTS
+
+    return [torch.from_numpy(getattr(graphs, name)) for name in ENCODER_INPUTS]
+
+
 class EncoderForExport(nn.Module):
     """The export boundary: encode() as forward(), in eval mode (no dropout)."""
 

@@ -26,7 +26,7 @@ from sessionrec.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from sessionrec.data import DataError, SessionDataset, item_counts, load_dataset, prefixes, validation_split
 from sessionrec.evaluate import evaluate_model
 from sessionrec.graph import build_batch
-from sessionrec.model import ModelConfig, SessionModel
+from sessionrec.model import ModelConfig, SessionModel, graph_tensors
 
 
 @dataclass
@@ -65,7 +65,7 @@ def _seed(seed: int) -> None:
 
 def _batch_tensors(sessions: list[list[int]], max_len: int):
     graphs = build_batch(sessions, max_len, pad_to_longest=True)
-    return [torch.from_numpy(x) for x in (graphs.items, graphs.alias, graphs.adj_in, graphs.adj_out, graphs.mask)]
+    return graph_tensors(graphs)
 
 
 def _length_bucketed(order: np.ndarray, sessions: list, batch_size: int, bucket: int, rng) -> list[np.ndarray]:
