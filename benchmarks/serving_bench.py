@@ -20,7 +20,10 @@ load generator (Locust, one process, on the same 2 cores as the server). For eac
   /proc via psutil: the 2 cores are shared, and the generator's share is part of the result.
 
 Systems (--systems):
-  sessionrec      `sessionrec export` of the checkpoint, served by the embedded tritonserver
+  sessionrec      `sessionrec export` of the checkpoint, served by the embedded tritonserver (the CPU
+                  layout: the ensemble's one step, session_recommender, runs the whole pipeline)
+  sessionrec-3step the same version with the three-step layout on CPU (preprocess -> session_encoder
+                  -> retrieval, three python stubs): what fusing the steps buys
   naive           sessionrec/naive_server.py: model forward() per request (normalise the item table,
                   encode, full matmul), top-k, http.server JSON; torch threads --naive-threads
   naive-cached    the same with the item table normalised once at start (a careful team's version)
@@ -54,9 +57,10 @@ from sessionrec.load_tests.sla import SLA
 
 ROOT = Path(__file__).resolve().parents[1]
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
-SYSTEMS = ("sessionrec", "naive", "naive-cached", "cache-ceiling")
+SYSTEMS = ("sessionrec", "sessionrec-3step", "naive", "naive-cached", "cache-ceiling")
 LABELS = {
     "sessionrec": "sessionrec Triton ensemble",
+    "sessionrec-3step": "ensemble as three python steps",
     "naive": "naive PyTorch + http.server",
     "naive-cached": "naive, item table cached",
     "cache-ceiling": "ensemble, response-cache hits (ceiling)",
@@ -244,6 +248,24 @@ def agreement(sessions: list[list[int]], repository: Path, naive_checkpoint: Pat
     return {"sessions": len(sessions), "top20_overlap_mean": float(np.mean(overlaps)), "top20_overlap_min": float(np.min(overlaps))}
 
 
+def three_step_copy(repository: Path, target: Path, log) -> Path:
+    """The same exported version, its ensemble rewritten to the three python steps."""
+    import shutil
+
+    from sessionrec.export.configs import ServingConfig
+    from sessionrec.export.repository import current_version, write_configs
+    from sessionrec.serving.artifacts import read_manifest
+
+    if not target.exists():
+        version = current_version(repository)
+        log(f"copying {repository} -> {target} with the three-step CPU ensemble")
+        shutil.copytree(repository, target)
+        cfg = ServingConfig(**read_manifest(target / "recommend" / str(version))["serving_config"])
+        cfg.fused_cpu = False
+        write_configs(target, cfg, version=version)
+    return target
+
+
 def export(checkpoint: Path, data: str, repository: Path, response_cache: bool, log) -> Path:
     from sessionrec.export.configs import ServingConfig
     from sessionrec.export.exporter import ExportOptions, export_version
@@ -321,14 +343,16 @@ def markdown(results: dict) -> str:
     for name, data in results["systems"].items():
         probe = data["probe"]
         lines.append(f"| {LABELS[name]} | {probe['requests']} | {probe['p50']:.2f} | {probe['p95']:.2f} | {probe['p99']:.2f} |")
-    ensemble = results["systems"].get("sessionrec")
-    if ensemble and ensemble["ladder"]:
-        lines += ["", "## Inside the ensemble (Triton statistics per ladder step)", "",
+    for system in ("sessionrec", "sessionrec-3step"):
+        ensemble = results["systems"].get(system)
+        if not (ensemble and ensemble["ladder"]):
+            continue
+        lines += ["", f"## Inside the ensemble: {LABELS[system]} (Triton statistics per ladder step)", "",
                   "Average batch a model executed, and per request: time queued, time in `execute` (wall time, "
                   "so it grows when the process waits for a core), total.", "",
                   "| users | model | batch | queue ms | compute ms | total ms |", "|---:|---|---:|---:|---:|---:|"]
         for row in ensemble["ladder"]:
-            for model in ("preprocess", "session_encoder", "retrieval", "recommend"):
+            for model in ("session_recommender", "preprocess", "session_encoder", "retrieval", "recommend"):
                 m = row.get("models", {}).get(model)
                 if m:
                     lines.append(f"| {row['users']} | {model} | {m['batch']:.2f} | {m['queue_ms']:.3f} | "
@@ -426,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
             folder.mkdir(parents=True, exist_ok=True)
             if name == "sessionrec":
                 context = triton_system(name, repository, folder / "tritonserver.log")
+            elif name == "sessionrec-3step":
+                context = triton_system(name, three_step_copy(repository, work / "repository-3step", log),
+                                        folder / "tritonserver.log")
             elif name == "cache-ceiling":
                 context = triton_system(name, cache_repository, folder / "tritonserver.log", cache_bytes=args.cache_mb << 20)
             else:

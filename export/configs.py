@@ -5,6 +5,15 @@ format, so every file is valid by construction; tests parse them back strictly a
 ensemble wiring. The checked-in `model_repository/*/config.pbtxt` files are this module's output
 (`sessionrec configs --write model_repository`), and a test keeps them current.
 
+Two ensemble layouts, both generated here:
+- CPU (`config.pbtxt`, the embedded default): one step, `session_recommender`, a python model that
+  runs preprocess -> onnxruntime -> FAISS in one stub. On a CPU node all three stages are python
+  anyway, and each extra python step costs a shared-memory round trip per request (measured in
+  docs/benchmarks/serving.md: the fused step serves more requests per core and answers sooner).
+- GPU (`configs/gpu.pbtxt`): preprocess -> session_encoder -> retrieval, the encoder on Triton's
+  onnxruntime backend with TensorRT, where the GPU step is worth its own model and batcher.
+`ServingConfig.fused_cpu = False` gives the CPU server the three-step layout too (benchmarks, debugging).
+
 The session encoder has one ONNX file and two configs:
 - `config.pbtxt` (embedded CPU default): python backend running onnxruntime (only the python
   backend ships with the pytriton tritonserver);
@@ -19,8 +28,10 @@ from dataclasses import dataclass, field
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-MODELS = ("preprocess", "session_encoder", "retrieval", "recommend")
-STEPS = ("preprocess", "session_encoder", "retrieval")
+FUSED = "session_recommender"
+STEPS = ("preprocess", "session_encoder", "retrieval")  # the three-step ensemble, in order
+VERSIONED = (*STEPS, FUSED)  # models with a folder per version besides the ensemble's
+MODELS = (*VERSIONED, "recommend")
 
 INT64, INT32, FP32, BOOL = mc.TYPE_INT64, mc.TYPE_INT32, mc.TYPE_FP32, mc.TYPE_BOOL
 
@@ -34,6 +45,7 @@ PREPROCESS_OUTPUTS = GRAPH + [("unknown_count", INT32, [1]), ("fallback", BOOL, 
 ENCODER_OUTPUTS = [("session_embedding", FP32, [-1])]
 RETRIEVAL_INPUTS = [("session_embedding", FP32, [-1]), ("items", INT64, [-1]), ("fallback", BOOL, [1]), ("K", INT32, [1]), ("EXCLUDE_SEEN", BOOL, [1])]
 RETRIEVAL_OUTPUTS = [("ITEM_IDS", INT64, [-1]), ("SCORES", FP32, [-1])]
+FUSED_INPUTS, FUSED_OUTPUTS = ENSEMBLE_INPUTS, ENSEMBLE_OUTPUTS
 
 # Ensemble wiring: step -> ({step input: ensemble tensor}, {step output: ensemble tensor}).
 WIRING = {
@@ -51,6 +63,10 @@ WIRING = {
          "EXCLUDE_SEEN": "EXCLUDE_SEEN"},
         {"ITEM_IDS": "ITEM_IDS", "SCORES": "SCORES"},
     ),
+    FUSED: (
+        {name: name for name, _, _ in FUSED_INPUTS},
+        {name: name for name, _, _ in FUSED_OUTPUTS},
+    ),
 }
 
 
@@ -60,6 +76,8 @@ class ServingConfig:
 
     max_batch_size: int = 64  # per model; the encoder's dynamic batcher groups up to this many sessions
     queue_delay_us: int = 100  # dynamic batching wait: <0.1 ms of added latency buys batching under load
+    fused_cpu: bool = True  # CPU ensemble = one session_recommender step (False: three python steps)
+    fused_instances: int = 1  # session_recommender stubs; on 2 cores more instances only contend
     preprocess_instances: int = 1  # python stub processes; on 2 cores more instances only contend
     encoder_instances: int = 1
     retrieval_instances: int = 1
@@ -145,11 +163,29 @@ def retrieval_config(cfg: ServingConfig, gpu: bool = False) -> mc.ModelConfig:
     return config
 
 
-def ensemble_config(cfg: ServingConfig, version: int = -1) -> mc.ModelConfig:
+def fused_config(cfg: ServingConfig) -> mc.ModelConfig:
+    """`session_recommender`: the whole pipeline in one python model (the CPU ensemble's step)."""
+    config = mc.ModelConfig(name=FUSED, backend="python")
+    _common(config, cfg)
+    _tensors(config.input, [FUSED_INPUTS[0]], ragged=True)  # sessions of any length batch together
+    _tensors(config.input, FUSED_INPUTS[1:])
+    _tensors(config.output, FUSED_OUTPUTS)
+    _instances(config, cfg.fused_instances)
+    # No model_warmup: it can only send zero or random K (an invalid request fails the load); the
+    # canaries `sessionrec serve` replays after every load warm it with real sessions instead.
+    return config
+
+
+def ensemble_steps(cfg: ServingConfig, gpu: bool = False) -> tuple[str, ...]:
+    """The models the `recommend` ensemble runs, in order, in this layout."""
+    return (FUSED,) if cfg.fused_cpu and not gpu else STEPS
+
+
+def ensemble_config(cfg: ServingConfig, version: int = -1, gpu: bool = False) -> mc.ModelConfig:
     """The `recommend` ensemble, every step pinned to `version` (-1 = latest, the template).
 
     Pinning makes a retrain's switch atomic: the steps load version N next to N-1, then reloading
-    this config flips all three at once, so a request never mixes two versions' item numbering.
+    this config flips them all at once, so a request never mixes two versions' item numbering.
     """
     config = mc.ModelConfig(name="recommend", platform="ensemble", max_batch_size=cfg.max_batch_size)
     _tensors(config.input, ENSEMBLE_INPUTS)
@@ -157,7 +193,7 @@ def ensemble_config(cfg: ServingConfig, version: int = -1) -> mc.ModelConfig:
     config.version_policy.latest.num_versions = 1
     if cfg.response_cache:
         config.response_cache.enable = True
-    for model in STEPS:
+    for model in ensemble_steps(cfg, gpu):
         inputs, outputs = WIRING[model]
         step = config.ensemble_scheduling.step.add(model_name=model, model_version=version)
         step.input_map.update(inputs)
@@ -183,8 +219,11 @@ def all_configs(cfg: ServingConfig, version: int = -1) -> dict[str, str]:
         "session_encoder/configs/gpu.pbtxt": render(encoder_config(cfg, gpu=True)),
         "retrieval/config.pbtxt": render(retrieval_config(cfg)),
         "retrieval/configs/gpu.pbtxt": render(retrieval_config(cfg, gpu=True)),
+        # No GPU variant: the GPU ensemble does not use it, and without configs/gpu.pbtxt Triton
+        # would fall back to this CPU config; the chart loads only what its ensemble needs.
+        f"{FUSED}/config.pbtxt": render(fused_config(cfg)),
         "recommend/config.pbtxt": render(ensemble_config(cfg, version)),
-        "recommend/configs/gpu.pbtxt": render(ensemble_config(cfg, version)),
+        "recommend/configs/gpu.pbtxt": render(ensemble_config(cfg, version, gpu=True)),
     }
 
 

@@ -31,7 +31,7 @@ from sessionrec.checkpoint import load_checkpoint
 from sessionrec.data import load_dataset, prefixes
 from sessionrec.errors import SessionrecError
 from sessionrec.export import repository as repo_lib
-from sessionrec.export.configs import ServingConfig, all_configs
+from sessionrec.export.configs import MODELS, VERSIONED, ServingConfig, all_configs
 from sessionrec.export.faiss_index import IndexSpec, build_index, save_index
 from sessionrec.export.onnx_export import check_parity, export_onnx
 from sessionrec.export.precision import FILES, PRECISIONS, measure_variants
@@ -155,7 +155,7 @@ def export_version(checkpoint: str | Path, repository: str | Path, options: Expo
     version = repo_lib.next_version(repo)
     staged = repo_lib.staging_dir(repo)
     try:
-        dirs = {m: staged / m / str(version) for m in ("preprocess", "session_encoder", "retrieval", "recommend")}
+        dirs = {m: staged / m / str(version) for m in MODELS}
         for d in dirs.values():
             d.mkdir(parents=True)
 
@@ -190,7 +190,7 @@ def export_version(checkpoint: str | Path, repository: str | Path, options: Expo
         np.save(dirs["preprocess"] / "item_ids.npy", raw_ids, allow_pickle=False)
         np.save(dirs["retrieval"] / "item_ids.npy", raw_ids, allow_pickle=False)
         np.save(dirs["retrieval"] / "popularity.npy", np.asarray(ckpt.item_counts, dtype=np.int64), allow_pickle=False)
-        for model_name in ("preprocess", "session_encoder", "retrieval"):
+        for model_name in VERSIONED:  # session_recommender's version folder holds only its model.py
             repo_lib.copy_model_code(dirs[model_name], model_name)
         artifacts = {
             str(p.relative_to(staged)): sha256_file(p)

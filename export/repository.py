@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 from sessionrec.errors import SessionrecError
-from sessionrec.export.configs import MODELS, STEPS, ServingConfig, all_configs
+from sessionrec.export.configs import MODELS, VERSIONED, ServingConfig, all_configs
 from sessionrec.serving.artifacts import read_manifest
 
 CHECKED_IN = Path(__file__).resolve().parent.parent / "model_repository"
@@ -38,10 +38,16 @@ def versions(repo: Path, model: str = "recommend") -> list[int]:
 
 
 def live_versions(repo: Path) -> list[int]:
-    """Complete versions (every step and the ensemble folder present), oldest first."""
+    """Complete versions (every step and the ensemble folder present), oldest first.
+
+    A model folder absent altogether is not required: the chart's prepare step drops the models the
+    pod's ensemble layout does not run (session_recommender on GPU nodes) before build-engine looks
+    for the live version, and repositories exported before the fused step existed lack it.
+    """
     done = set(versions(repo, "recommend"))
-    for model in STEPS:
-        done &= set(versions(repo, model))
+    for model in VERSIONED:
+        if (Path(repo) / model).is_dir():
+            done &= set(versions(repo, model))
     return sorted(done)
 
 
@@ -114,8 +120,8 @@ def publish(repo: Path, staged: Path, version: int, cfg: ServingConfig) -> None:
     """Move a verified staged version into the repository; the ensemble switch comes last."""
     repo = Path(repo)
     repo.mkdir(parents=True, exist_ok=True)
-    write_configs(repo, cfg, version=current_version(repo) or version, only=STEPS)
-    for model in STEPS:
+    write_configs(repo, cfg, version=current_version(repo) or version, only=VERSIONED)
+    for model in VERSIONED:
         target = repo / model / str(version)
         if target.exists():
             raise RepositoryError(f"{target}: version folder already exists; refusing to overwrite")

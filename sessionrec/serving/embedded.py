@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from sessionrec.errors import SessionrecError
-from sessionrec.export.configs import STEPS
+from sessionrec.export.configs import VERSIONED, parse
 from sessionrec.export.repository import current_version, live_versions
 from sessionrec.serving.artifacts import read_manifest
 from sessionrec.serving.launcher import TritonServer
@@ -89,6 +89,20 @@ def replay_canaries(client, manifest: dict) -> CanaryReport:
     return CanaryReport(version=int(manifest["version"]), checked=len(canaries), failures=failures)
 
 
+def ensemble_steps_on_disk(repository: Path) -> tuple[str, ...]:
+    """The step models of the repository's `recommend` ensemble (its config.pbtxt): one
+    session_recommender on the CPU layout, preprocess/session_encoder/retrieval on the three-step one."""
+    path = Path(repository) / "recommend" / "config.pbtxt"
+    try:
+        steps = tuple(step.model_name for step in parse(path.read_text()).ensemble_scheduling.step)
+    except (OSError, ValueError) as exc:  # text_format.ParseError is a ValueError
+        raise SessionrecError(f"{path}: cannot read the ensemble config: {exc}") from None
+    unknown = sorted(set(steps) - set(VERSIONED))
+    if not steps or unknown:
+        raise SessionrecError(f"{path}: ensemble steps {list(steps)} are not sessionrec models")
+    return steps
+
+
 def _precompile_model_code(repository: Path, versions, venv_python) -> None:
     """Write the bytecode of each step's model.py of `versions` before Triton first loads them.
 
@@ -107,7 +121,7 @@ def _precompile_model_code(repository: Path, versions, venv_python) -> None:
 
     if _interpreter(venv_python).version != f"{sys.version_info[0]}.{sys.version_info[1]}":
         return
-    for source in (repository / model / str(v) / "model.py" for v in versions for model in STEPS):
+    for source in (repository / model / str(v) / "model.py" for v in versions for model in VERSIONED):
         if source.is_file() and not Path(importlib.util.cache_from_source(str(source))).exists():
             try:
                 py_compile.compile(str(source), doraise=True)
@@ -125,7 +139,9 @@ class EmbeddedServer:
         # The models load at launch: tritonserver opens its ports only once they are ready, so a client
         # retrying UNAVAILABLE across a restart never meets "Request for unknown model: 'recommend' is
         # not found" (not retryable: it also means a typo) while the ensemble is still loading.
-        self.server = TritonServer(self.repository, models=[*STEPS, "recommend"], **server_kwargs)
+        # Only the ensemble's own steps: on the CPU layout that is one stub (session_recommender).
+        self.steps = ensemble_steps_on_disk(self.repository)
+        self.server = TritonServer(self.repository, models=[*self.steps, "recommend"], **server_kwargs)
         self.watch_seconds = watch_seconds
         self.version: int | None = None
         self.events: list[str] = []  # what the watcher did, for logs and tests
@@ -194,7 +210,7 @@ class EmbeddedServer:
                     # pins `previous`. Triton keeps a model version serving until its reload is ready,
                     # and keeps the loaded model when a load fails (a corrupted artifact): no gap.
                     _precompile_model_code(self.repository, [target], self.server.venv_python)
-                    for model in STEPS:  # the newest two versions of each step (version_policy)
+                    for model in self._steps_of(target):  # the newest two versions of each (version_policy)
                         self.server.load_model(model)
                 # The switch: the ensemble pinned to target. A rollback goes straight here: loading a
                 # step first would drop the retired version's instances from under the ensemble still
@@ -214,20 +230,31 @@ class EmbeddedServer:
                     self._restore(previous)
                 return False
             self.version = target
+            self.steps = self._steps_of(target)
             self.events.append(f"switched {previous} -> {target} ({report.checked} canaries ok)")
             log.info("now serving version %s", target)
             return True
+
+    def _serving_config(self, version: int):
+        from sessionrec.export.configs import ServingConfig
+
+        folder = self.repository / "recommend" / str(version)
+        manifest = read_manifest(folder) if folder.is_dir() else {}
+        return ServingConfig(**manifest.get("serving_config", {}))
+
+    def _steps_of(self, version: int) -> tuple[str, ...]:
+        from sessionrec.export.configs import ensemble_steps
+
+        return ensemble_steps(self._serving_config(version))
 
     def _ensemble_json(self, version: int) -> str:
         """The ensemble config pinned to `version`, as the load API takes it."""
         from google.protobuf import json_format
 
-        from sessionrec.export.configs import ServingConfig, ensemble_config
+        from sessionrec.export.configs import ensemble_config
 
-        folder = self.repository / "recommend" / str(version)
-        manifest = read_manifest(folder) if folder.is_dir() else {}
-        cfg = ServingConfig(**manifest.get("serving_config", {}))
-        return json_format.MessageToJson(ensemble_config(cfg, version), preserving_proto_field_name=True)
+        config = ensemble_config(self._serving_config(version), version)
+        return json_format.MessageToJson(config, preserving_proto_field_name=True)
 
     def _restore(self, previous: int | None) -> None:
         """Point the ensemble back at the previous version (still loaded: version_policy keeps two)."""

@@ -1,8 +1,16 @@
-"""The served pipeline without Triton: preprocess -> encoder -> retrieval on one version's artifacts.
+"""The served pipeline in one process: preprocess -> encoder -> retrieval on one version's artifacts.
 
-Export uses it to verify a version before publishing and to compute the canary answers that
-`sessionrec serve` replays against the real server; tests use it as the reference of what Triton
-must answer.
+Three users share this code:
+- Triton's `session_recommender` python model (the CPU ensemble's only step): on a CPU node all
+  three stages are python anyway, and one stub instead of three saves two shared-memory hops per
+  request (docs/benchmarks/serving.md measures both layouts side by side);
+- export, which verifies a staged version through it before publishing and records the canary
+  answers `sessionrec serve` replays against the real server;
+- tests, as the reference of what Triton must answer.
+
+`recommend_many` batches across requests the way Triton's dynamic batcher hands them over: each
+request is checked on its own (a bad one gets its own error, the others still their answers), then
+all good sessions go through one ONNX call and one FAISS search.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sessionrec.serving.artifacts import load_encoder, load_preprocessor, load_retriever
+from sessionrec.serving.preprocess import RequestError
 
 
 @dataclass
@@ -23,15 +32,74 @@ class Recommendation:
     fallback: bool
 
 
+@dataclass
+class BatchAnswer:
+    """One request's answer: every row of its ITEMS, as the ensemble's outputs."""
+
+    item_ids: np.ndarray  # (B, K) raw ids
+    scores: np.ndarray  # (B, K) float32
+    unknown_count: np.ndarray  # (B, 1) int32
+    fallback: np.ndarray  # (B, 1) bool
+
+
+@dataclass
+class PipelineRequest:
+    items: np.ndarray  # (B, n) raw ids, one session per row (a 1-D array is one session)
+    k: np.ndarray  # (B,) or (B, 1)
+    exclude_seen: np.ndarray  # (B,) or (B, 1)
+
+
 class LocalPipeline:
-    def __init__(self, repository: str | Path, version: int, encoder_file: str | None = None):
+    def __init__(self, repository: str | Path, version: int, encoder_file: str | None = None, threads: int = 1):
         root = Path(repository)
         self.preprocessor = load_preprocessor(root / "preprocess" / str(version))
-        self.encoder = load_encoder(root / "session_encoder" / str(version), filename=encoder_file)
+        self.encoder = load_encoder(root / "session_encoder" / str(version), filename=encoder_file, threads=threads)
         self.retriever = load_retriever(root / "retrieval" / str(version))
 
     def recommend(self, raw_items, k: int = 20, exclude_seen: bool = False) -> Recommendation:
-        pre = self.preprocessor.process(np.asarray(raw_items, dtype=np.int64)[None, :])
-        vectors = self.encoder(pre)
-        ids, scores = self.retriever.retrieve(vectors, pre["items"], pre["fallback"], [k], [exclude_seen])[0]
-        return Recommendation(ids, scores, int(pre["unknown_count"][0, 0]), bool(pre["fallback"][0, 0]))
+        request = PipelineRequest(np.asarray(raw_items, dtype=np.int64)[None, :], np.asarray([k]), np.asarray([exclude_seen]))
+        answer = self.recommend_many([request])[0]
+        if isinstance(answer, RequestError):
+            raise answer
+        return Recommendation(answer.item_ids[0], answer.scores[0], int(answer.unknown_count[0, 0]), bool(answer.fallback[0, 0]))
+
+    def recommend_many(self, requests: list[PipelineRequest]) -> list[BatchAnswer | RequestError]:
+        """One answer or one RequestError per request, in order."""
+        answers: list[BatchAnswer | RequestError | None] = [None] * len(requests)
+        good, graphs, ks, excludes = [], [], [], []
+        for i, request in enumerate(requests):
+            try:
+                graph = self.preprocessor.process(request.items)
+                rows = graph["items"].shape[0]
+                k = self.retriever.check_k(request.k)
+                exclude = np.asarray(request.exclude_seen, dtype=bool).reshape(-1)
+                if not (k.size == exclude.size == rows):
+                    raise RequestError(
+                        f"batch sizes differ: {rows} sessions in ITEMS, K for {k.size}, EXCLUDE_SEEN for {exclude.size}"
+                    )
+                if rows > 1 and np.unique(k).size > 1:
+                    # One response carries one rectangular tensor: rows of one request need the same K.
+                    raise RequestError("sessions batched in one request asked for different numbers of items (K differs between rows)")
+            except RequestError as exc:
+                answers[i] = exc
+                continue
+            good.append(i)
+            graphs.append(graph)
+            ks.append(k)
+            excludes.append(exclude)
+        if good:
+            batch = {name: np.concatenate([g[name] for g in graphs]) for name in graphs[0]}
+            vectors = self.encoder(batch)
+            rows = self.retriever.retrieve(vectors, batch["items"], batch["fallback"], np.concatenate(ks), np.concatenate(excludes))
+            start = 0
+            for i, graph in zip(good, graphs):
+                size = graph["items"].shape[0]
+                mine = rows[start : start + size]
+                answers[i] = BatchAnswer(
+                    item_ids=np.stack([ids for ids, _ in mine]),
+                    scores=np.stack([scores for _, scores in mine]),
+                    unknown_count=graph["unknown_count"],
+                    fallback=graph["fallback"],
+                )
+                start += size
+        return answers  # type: ignore[return-value]

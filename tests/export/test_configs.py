@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from sessionrec.export.configs import ServingConfig, all_configs, check_wiring, ensemble_config, parse
+from sessionrec.export.configs import (
+    FUSED, STEPS, ServingConfig, all_configs, check_wiring, ensemble_config, ensemble_steps, parse,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,16 +21,37 @@ def test_every_config_parses_strictly_and_names_match_folders():
         assert config.name == rel.split("/")[0]
 
 
-@pytest.mark.parametrize("variant", ["config.pbtxt", "configs/gpu.pbtxt"])
-def test_ensemble_wiring(variant):
-    configs = {rel.split("/")[0]: c for rel, c in parsed(7).items() if rel.endswith(variant)}
+def configs_of(variant, version=-1, **kw):
+    """model -> the config Triton reads with this variant (a model without it falls back to config.pbtxt)."""
+    texts = parsed(version, **kw)
+    out = {rel.split("/")[0]: c for rel, c in texts.items() if rel.endswith("/config.pbtxt")}
+    out.update({rel.split("/")[0]: c for rel, c in texts.items() if rel.endswith(variant)})
+    return out
+
+
+@pytest.mark.parametrize("variant,fused,steps", [
+    ("config.pbtxt", True, (FUSED,)),
+    ("config.pbtxt", False, STEPS),
+    ("configs/gpu.pbtxt", True, STEPS),  # the GPU layout always runs the encoder as its own model
+])
+def test_ensemble_wiring(variant, fused, steps):
+    configs = configs_of(variant, 7, fused_cpu=fused)
     assert check_wiring(configs) == []
-    assert {s.model_version for s in configs["recommend"].ensemble_scheduling.step} == {7}
+    ensemble = configs["recommend"].ensemble_scheduling.step
+    assert tuple(s.model_name for s in ensemble) == steps == ensemble_steps(ServingConfig(fused_cpu=fused), "gpu" in variant)
+    assert {s.model_version for s in ensemble} == {7}
 
 
-def test_wiring_check_catches_mistakes():
-    configs = {rel.split("/")[0]: c for rel, c in parsed().items() if rel.endswith("/config.pbtxt")}
-    step = configs["recommend"].ensemble_scheduling.step[2]
+def test_fused_step_takes_the_ensemble_inputs_ragged():
+    fused = parsed()[f"{FUSED}/config.pbtxt"]
+    assert fused.backend == "python" and fused.input[0].name == "ITEMS" and fused.input[0].allow_ragged_batch
+    assert [t.name for t in fused.output] == [t.name for t in parsed()["recommend/config.pbtxt"].output]
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_wiring_check_catches_mistakes(fused):
+    configs = configs_of("config.pbtxt", fused_cpu=fused)
+    step = configs["recommend"].ensemble_scheduling.step[-1]
     step.input_map["K"] = "NOT_PRODUCED"
     problems = check_wiring(configs)
     assert any("NOT_PRODUCED" in p for p in problems)

@@ -54,8 +54,8 @@ def test_recording_rules_use_triton_metrics_of_the_encoder():
         "sessionrec:requests:rate1m",
     }
     ratio = rules["sessionrec:queue_compute_ratio:rate1m"]
-    assert 'rate(nv_inference_queue_duration_us{model="session_encoder"}[1m])' in ratio
-    assert 'rate(nv_inference_compute_infer_duration_us{model="session_encoder"}[1m])' in ratio
+    assert 'rate(nv_inference_queue_duration_us{model=~"session_encoder|session_recommender"}[1m])' in ratio
+    assert 'rate(nv_inference_compute_infer_duration_us{model=~"session_encoder|session_recommender"}[1m])' in ratio
     used = set(re.findall(r"\bnv_[a-z_]+", " ".join(rules.values())))
     assert used <= TRITON_METRICS, used - TRITON_METRICS
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sessionrec.export.configs import MODELS, ServingConfig, all_configs
+from sessionrec.export.configs import FUSED, MODELS, STEPS, ServingConfig, all_configs
 from tests.helm.conftest import FULLNAME, one
 
 
@@ -56,7 +56,8 @@ def configs(root: Path, model: str) -> list[str]:
     return sorted(p.name for p in (root / model / "configs").iterdir())
 
 
-ONLY_12 = {model: ["12"] for model in MODELS}
+GPU_MODELS = (*STEPS, "recommend")  # what the GPU ensemble runs; the fused CPU step is dropped
+ONLY_12 = {model: ["12"] for model in sorted(GPU_MODELS)}
 
 
 def test_prepare_serves_exactly_the_requested_version(rendered, tmp_path):
@@ -80,7 +81,7 @@ def test_prepare_without_a_version_serves_the_pinned_one(rendered, tmp_path):
     fake_repository(tmp_path, pinned=11)  # e.g. after `sessionrec rollback`
     result = run_prepare(rendered["tls"], tmp_path, MODEL_VERSION="")
     assert result.returncode == 0, result.stderr
-    assert versions(tmp_path) == {model: ["11"] for model in MODELS}
+    assert versions(tmp_path) == {model: ["11"] for model in sorted(GPU_MODELS)}
 
 
 def test_prepare_accepts_an_unpinned_template_repository(rendered, tmp_path):
@@ -104,8 +105,29 @@ def test_prepare_refuses_a_cpu_export_on_gpu_nodes(rendered, tmp_path):
     result = run_prepare(rendered["tls"], tmp_path)
     assert result.returncode == 1
     assert "session_encoder has no configs/gpu.pbtxt" in result.stderr
-    cpu = run_prepare(rendered["cpu"], tmp_path, MODEL_VERSION="12")  # CPU: config.pbtxt is the one
+    cpu_repo = tmp_path / "cpu"
+    cpu_repo.mkdir()
+    fake_repository(cpu_repo)
+    (cpu_repo / "session_encoder" / "configs" / "gpu.pbtxt").unlink()
+    cpu = run_prepare(rendered["cpu"], cpu_repo, MODEL_VERSION="12")  # CPU: config.pbtxt is the one
     assert cpu.returncode == 0, cpu.stderr
+
+
+def test_prepare_keeps_only_the_models_the_ensemble_runs(rendered, tmp_path):
+    """CPU nodes serve the fused step alone; GPU nodes the three steps (Triton loads all that is left)."""
+    fake_repository(tmp_path)
+    cpu = run_prepare(rendered["cpu"], tmp_path, MODEL_VERSION="12")
+    assert cpu.returncode == 0, cpu.stderr
+    assert versions(tmp_path) == {FUSED: ["12"], "recommend": ["12"]}
+    assert "dropped session_encoder" in cpu.stdout
+
+
+def test_prepare_fails_when_an_ensemble_step_is_missing(rendered, tmp_path):
+    fake_repository(tmp_path)
+    shutil.rmtree(tmp_path / FUSED)  # e.g. a repository exported before the fused step existed
+    result = run_prepare(rendered["cpu"], tmp_path, MODEL_VERSION="12")
+    assert result.returncode == 1
+    assert f"recommend runs {FUSED}, which" in result.stderr and "the export is incomplete" in result.stderr
 
 
 def test_prepare_sets_up_tensorrt_configs_for_the_engine_build(rendered, tmp_path):
@@ -128,7 +150,7 @@ def test_prepare_copies_from_the_claim(rendered, tmp_path):
     fake_repository(source, versions=(4, 5), pinned=5)
     result = run_prepare(rendered["pvc"], local, SOURCE_DIR=str(source))  # model.version "5"
     assert result.returncode == 0, result.stderr
-    assert versions(local) == {model: ["5"] for model in MODELS}
+    assert versions(local) == {model: ["5"] for model in sorted(GPU_MODELS)}
     assert versions(source)["session_encoder"] == ["4", "5"]  # the claim is never modified
 
 

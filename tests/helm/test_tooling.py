@@ -164,12 +164,13 @@ def test_fetcher_rejects_a_wrong_checksum(tmp_path):
 def test_chart_agrees_with_the_generated_triton_configs():
     """The exported configs and the chart meet at fixed points: the engine cache path, the ensemble
     whose readiness gates traffic, and the config names Triton is started with."""
-    from sessionrec.export.configs import MODELS, ServingConfig, all_configs
+    from sessionrec.export.configs import MODELS, ServingConfig, all_configs, ensemble_steps
     from sessionrec.export.tensorrt import CONFIG_NAME, MODEL_NAME
 
     assert ServingConfig().trt_engine_cache == VALUES["engineCache"]["mountPath"]
     assert VALUES["model"]["readinessModel"] == MODELS[-1] == "recommend"
-    assert {f"{model}/configs/gpu.pbtxt" for model in MODELS} <= set(all_configs(ServingConfig()))
+    gpu_models = ensemble_steps(ServingConfig(), gpu=True) + ("recommend",)
+    assert {f"{model}/configs/gpu.pbtxt" for model in gpu_models} <= set(all_configs(ServingConfig()))
     assert (CONFIG_NAME, MODEL_NAME) == ("tensorrt", "session_encoder")  # what _pod.tpl sets up
     pod_template = (CHART / "templates" / "_pod.tpl").read_text()
     assert "value: session_encoder" in pod_template

@@ -60,28 +60,29 @@ def test_killed_stub_is_not_restarted_by_triton_but_by_the_watcher(fresh_reposit
     manifest = read_manifest(fresh_repository / "recommend" / "1")
     # Triton alone (no watcher): the stub stays dead, the model stays READY, every request fails.
     with EmbeddedServer(fresh_repository, watch_seconds=0, log_file=tmp_path / "alone.log") as server:
+        victim = server.steps[len(server.steps) // 2]  # the step that runs the encoder
         client = grpcclient.InferenceServerClient(server.grpc_url)
         with Load(server.grpc_url, probes, rate=RATE) as load:
             time.sleep(1)
             killed_at = load.now()
-            kill_stub(server.server.pid, "session_encoder")
+            kill_stub(server.server.pid, victim)
             time.sleep(4)
-            still_ready = client.is_model_ready("session_encoder") and client.is_model_ready("recommend")
-            restarted = "session_encoder" in python_stubs(server.server.pid)
+            still_ready = client.is_model_ready(victim) and client.is_model_ready("recommend")
+            restarted = victim in python_stubs(server.server.pid)
             alone = outage(load, killed_at)
             healed = server.heal()
             time.sleep(0.5)
         assert alone["failed"] > 0.9 * alone["requests"] and alone["codes"] == ["INTERNAL"]
-        assert "Stub process 'session_encoder_0_0' is not healthy" in alone["first_error"]
+        assert f"Stub process '{victim}_0_0' is not healthy" in alone["first_error"]
         assert still_ready and not restarted  # nothing in Triton notices
-        assert healed == "session_encoder" and replay_canaries(client, manifest).ok
+        assert healed == victim and replay_canaries(client, manifest).ok
     FIGURES["killed_stub_triton_alone"] = {**alone, "observed_s": 4.0, "model_still_ready": still_ready,
                                           "stub_restarted_by_triton": restarted}
 
     # With the watcher (sessionrec serve's default, here every second): each step's stub killed in turn.
     with EmbeddedServer(fresh_repository, watch_seconds=1.0, log_file=tmp_path / "watched.log") as server:
         with Load(server.grpc_url, probes, rate=RATE) as load:
-            for model in ("preprocess", "session_encoder", "retrieval"):
+            for model in server.steps:
                 time.sleep(1.5)
                 killed_at = load.now()
                 kill_stub(server.server.pid, model)

@@ -20,12 +20,12 @@ def test_short_soak_has_no_errors_and_flat_memory(exported_repository, tmp_path)
     assert report["total"]["requests"] > 1500
     assert report["verdict"]["no_failed_request"] and report["verdict"]["no_wrong_answer"], report["total"]["failures"]
     memory = report["memory"]
-    assert memory["samples"][0]["processes"] == 4  # tritonserver and one stub per step
+    assert memory["samples"][0]["processes"] == 2  # tritonserver and the fused step's stub
     assert memory["growth"] is not None and abs(memory["growth"]) < 0.05, memory
     assert len(report["windows"]) == 3 and "| from (s) |" in markdown(report)
 
 
 def test_memory_is_read_for_the_server_and_each_stub(embedded_server):
     memory = memory_kib(embedded_server.server.pid)
-    assert memory["processes"] == 4 and memory["tritonserver"] > 10_000 and memory["stubs"] > 3 * 20_000
-    assert set(python_stubs(embedded_server.server.pid)) == {"preprocess", "session_encoder", "retrieval"}
+    assert memory["processes"] == 2 and memory["tritonserver"] > 10_000 and memory["stubs"] > 20_000
+    assert set(python_stubs(embedded_server.server.pid)) == set(embedded_server.steps) == {"session_recommender"}

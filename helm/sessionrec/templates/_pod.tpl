@@ -74,6 +74,18 @@ the /tmp emptyDir because the root filesystem is read-only.
 {{- end }}
 
 {{/*
+The liveness probe's request: item id -1 is never in a catalogue (raw ids are non-negative), so the
+answer is the popular-items fallback, yet the request passes every step of the ensemble.
+*/}}
+{{- define "sessionrec.probeRequest" -}}
+{{- $inputs := list
+      (dict "name" "ITEMS" "datatype" "INT64" "shape" (list 1 1) "data" (list -1))
+      (dict "name" "K" "datatype" "INT32" "shape" (list 1 1) "data" (list 1))
+      (dict "name" "EXCLUDE_SEEN" "datatype" "BOOL" "shape" (list 1 1) "data" (list false)) -}}
+{{- toJson (dict "inputs" $inputs "outputs" (list (dict "name" "ITEM_IDS"))) -}}
+{{- end }}
+
+{{/*
 prepare-repository, run with bash from the project image; tests/helm runs it on fake repositories.
 1. (pvc) copy the claim into the pod-local repository.
 2. Find the version the ensemble serves: `sessionrec export` pins every step of
@@ -82,7 +94,10 @@ prepare-repository, run with bash from the project image; tests/helm runs it on 
    release asks for (a pod started while the bucket is half updated stops here instead).
 3. Keep only that version of every model, so Triton loads one version (not the previous one the
    steps' version_policy would also load).
-4. Check every model has the config Triton will read (--model-config-name): configs/gpu.pbtxt on
+4. Keep only the models the ensemble runs with that config: the GPU layout's three steps
+   (preprocess, session_encoder, retrieval), or the CPU layout's one (session_recommender); Triton
+   loads every model left (--load-model=*), and an unused one would cost a stub and its memory.
+5. Check every model has the config Triton will read (--model-config-name): configs/gpu.pbtxt on
    GPU nodes; for native TensorRT plans, configs/tensorrt.pbtxt, which build-engine writes for
    ENGINE_MODEL and which the other models take from their gpu config.
 */}}
@@ -120,6 +135,24 @@ if [ -n "${live}" ]; then
     fi
   done
 fi
+ensemble_config="${ensemble}/config.pbtxt"
+if [ -n "${CONFIG_NAME}" ]; then
+  for candidate in "${ensemble}/configs/${CONFIG_NAME}.pbtxt" "${ensemble}/configs/${CONFIG_FALLBACK:-${CONFIG_NAME}}.pbtxt"; do
+    if [ -f "${candidate}" ]; then ensemble_config="${candidate}"; break; fi
+  done
+fi
+steps=$(sed -n 's/^ *model_name: *"\([^"]*\)" *$/\1/p' "${ensemble_config}" | sort -u)
+[ -n "${steps}" ] || fail "${ensemble_config} names no ensemble step"
+for step in ${steps}; do
+  [ -d "${REPOSITORY}/${step}" ] || fail "${ENSEMBLE} runs ${step}, which ${SOURCE_URI} lacks: the export is incomplete"
+done
+for model in "${REPOSITORY}"/*/; do
+  name=$(basename "${model%/}")
+  if [ "${name}" != "${ENSEMBLE}" ] && ! printf '%s\n' "${steps}" | grep -qx "${name}"; then
+    rm -rf "${model}"
+    echo "dropped ${name} (not a step of $(basename "${ensemble_config}"))"
+  fi
+done
 if [ -n "${CONFIG_NAME}" ]; then
   for model in "${REPOSITORY}"/*/; do
     model="${model%/}"

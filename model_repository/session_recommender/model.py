@@ -1,0 +1,32 @@
+"""Triton `session_recommender`: the CPU ensemble's one step. Logic: sessionrec.serving.pipeline.
+
+Reads the version's artifacts from the sibling step folders (preprocess/<N>, session_encoder/<N>,
+retrieval/<N>), each verified against its manifest's checksums, and answers the ensemble's outputs.
+"""
+
+import triton_python_backend_utils as pb_utils
+
+from sessionrec.serving import triton_io as io
+from sessionrec.serving.pipeline import LocalPipeline, PipelineRequest
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        root = io.version_dir(args).parent.parent  # <repository>/session_recommender/<N> -> <repository>
+        threads = int(io.parameter(args, "intra_op_threads", "1"))
+        self.pipeline = LocalPipeline(root, int(args["model_version"]), threads=threads)
+        self.dtypes = io.output_dtypes(args, pb_utils)
+
+    def execute(self, requests):
+        # Triton rejects a request missing a required input before it gets here.
+        batch = [PipelineRequest(*(io.input_array(pb_utils, r, name) for name in ("ITEMS", "K", "EXCLUDE_SEEN")))
+                 for r in requests]
+        responses = []
+        for answer in self.pipeline.recommend_many(batch):
+            if isinstance(answer, Exception):
+                responses.append(io.error_response(pb_utils, str(answer)))
+            else:
+                responses.append(io.response(pb_utils, {
+                    "ITEM_IDS": answer.item_ids, "SCORES": answer.scores,
+                    "UNKNOWN_COUNT": answer.unknown_count, "FALLBACK": answer.fallback}, self.dtypes))
+        return responses
