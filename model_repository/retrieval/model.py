@@ -11,7 +11,7 @@ INPUTS = ("session_embedding", "items", "fallback", "K", "EXCLUDE_SEEN")
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.retriever = load_retriever(io.version_dir(args))
+        self.retriever = io.load_at_low_priority(load_retriever, io.version_dir(args))
         self.dtypes = io.output_dtypes(args, pb_utils)
 
     def execute(self, requests):

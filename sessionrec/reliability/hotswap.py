@@ -9,6 +9,8 @@ requests are summarised on their own:
 
     steady     before anything changes: the reference p99
     export     `sessionrec export` of `next_checkpoint` on the same machine (CPU-heavy, no switch yet)
+    published  the new version on disk, not served yet: `sessionrec serve`'s watcher notices it
+               within its period (2 s by default); here the export's backlog drains meanwhile
     swap       EmbeddedServer.sync() to the new version, plus `tail_s` for the old instances to go
     settled    the new version alone
     rollback   export.repository.rollback, then sync() back to the previous version, plus `tail_s`
@@ -38,6 +40,9 @@ class HotSwapPlan:
     steady_s: float = 10.0
     settle_s: float = 5.0  # settled / restored windows
     tail_s: float = 2.0  # a switch window lasts until sync() returns plus this (old instances unload)
+    # Between export and switch. Without it the swap window opened on requests still queued behind
+    # the export (p99 40-160 ms there) and judged the export's backlog, not the switch.
+    publish_gap_s: float = 2.0
     rollback: bool = True
     cycles: int = 1  # export + swap (+ rollback) rounds; each export is a new version
     p99_factor: float = 2.0
@@ -92,6 +97,9 @@ def run_hotswap(plan: HotSwapPlan, log: Callable[[str], None] = lambda s: None) 
                 windows["export" + suffix] = (began, load.now())
                 probes[:] = canary_probes(repository, [first, new])  # either version's answer is right now
                 log(f"exported version {new} in {load.now() - began:.1f} s")
+                published = load.now()
+                time.sleep(plan.publish_gap_s)
+                windows["published" + suffix] = (published, load.now())
                 switch("swap" + suffix, "settled" + suffix)
                 if plan.rollback:
                     rollback(repository)

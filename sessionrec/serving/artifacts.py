@@ -91,15 +91,12 @@ def load_encoder(version_dir: str | Path, verify: bool = True, threads: int = 1,
 
 
 def load_retriever(version_dir: str | Path, verify: bool = True):
-    from sessionrec.export.faiss_index import load_index, set_threads
+    from sessionrec.export.faiss_index import load_index
     from sessionrec.serving.preprocess import IdMap
     from sessionrec.serving.retrieval import Retriever
 
     version_dir = Path(version_dir)
     manifest = verify_model_artifacts(version_dir, "retrieval") if verify else read_manifest(version_dir)
-    # One OpenMP thread: batch-1 searches got slower with 2 threads here (docs/benchmarks/faiss.md),
-    # and Triton already runs requests in parallel across instances.
-    set_threads(1)
     return Retriever(
         index=load_index(version_dir / "items.faiss"),
         id_map=IdMap(load_array(version_dir / "item_ids.npy")),

@@ -56,6 +56,23 @@ class LocalPipeline:
         self.encoder = load_encoder(root / "session_encoder" / str(version), filename=encoder_file, threads=threads)
         self.retriever = load_retriever(root / "retrieval" / str(version))
 
+    def warm_up(self, batch: int) -> None:
+        """Answer the largest batch the server may hand over, once, at load.
+
+        Memory for a batch (onnxruntime's arena, the malloc heap, FAISS's result buffers) is kept
+        for reuse after the batch; sized by the first bursts of traffic instead, a stub's RSS grew
+        in steps for minutes of a soak (docs/RELIABILITY.md). Twice: FAISS allocates a 16 MB block
+        for a search of 20 or more sessions; glibc serves the first with mmap and returns it, then
+        raises its mmap threshold, so the second comes from the heap and stays there for reuse.
+        Once only, the first burst of traffic after a stall grew the heap by that block instead.
+        Run it on the thread that will serve: malloc keeps per-thread arenas.
+        """
+        known = self.preprocessor.id_map.raw_ids[1:]
+        session = np.resize(known, (1, self.preprocessor.max_len))  # a full-length graph
+        k = np.array([[self.retriever.max_k]])  # the deepest search a request may ask for
+        for _ in range(2):
+            self.recommend_many([PipelineRequest(session, k, np.array([[i % 2 == 0]])) for i in range(batch)])
+
     def recommend(self, raw_items, k: int = 20, exclude_seen: bool = False) -> Recommendation:
         request = PipelineRequest(np.asarray(raw_items, dtype=np.int64)[None, :], np.asarray([k]), np.asarray([exclude_seen]))
         answer = self.recommend_many([request])[0]

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import faiss
 import numpy as np
 
-from sessionrec.export.faiss_index import search
+from sessionrec.export.faiss_index import search, set_threads
 from sessionrec.serving.preprocess import IdMap, RequestError
 
 DEFAULT_K = 20
@@ -22,6 +23,10 @@ class Retriever:
     id_map: IdMap
     popularity: np.ndarray  # (N+1,) training clicks per model id: the fallback ranking
     max_k: int = 1000  # largest K a request may ask for
+    # FAISS OpenMP threads. One: batch-1 searches got slower with 2 threads here (docs/benchmarks/
+    # faiss.md), and Triton already runs requests in parallel. OpenMP keeps this setting per thread,
+    # so it is applied by the thread that searches (the stub loads in another thread).
+    threads: int = 1
 
     def __post_init__(self) -> None:
         counts = np.asarray(self.popularity, dtype=np.float64)
@@ -53,6 +58,8 @@ class Retriever:
             )
         extra = items.shape[1] if exclude.any() else 0  # room for seen items filtered out below
         depth = int(min(k.max() + extra, self.id_map.n_items))
+        if faiss.omp_get_max_threads() != self.threads:
+            set_threads(self.threads)
         scores, ids = search(self.index, embeddings, depth)
         out = []
         for r in range(rows):

@@ -1,0 +1,29 @@
+"""The fused pipeline's batch path, as the session_recommender stub runs it."""
+
+import numpy as np
+
+from sessionrec.serving.pipeline import LocalPipeline, PipelineRequest
+from sessionrec.serving.preprocess import RequestError
+
+
+def test_warm_up_answers_the_largest_batch_and_changes_no_answer(exported_repository):
+    pipeline = LocalPipeline(exported_repository, 1)
+    session = pipeline.preprocessor.id_map.raw_ids[1:6].tolist()
+    before = pipeline.recommend(session, 20)
+    pipeline.warm_up(64)
+    after = pipeline.recommend(session, 20)
+    assert after.item_ids.tolist() == before.item_ids.tolist()
+    np.testing.assert_allclose(after.scores, before.scores, rtol=1e-6)
+
+
+def test_a_bad_request_in_a_batch_gets_its_error_and_the_others_their_answers(exported_repository):
+    pipeline = LocalPipeline(exported_repository, 1)
+    items = pipeline.preprocessor.id_map.raw_ids[1:4]
+    good = PipelineRequest(items[None, :], np.array([[5]]), np.array([[False]]))
+    bad_k = PipelineRequest(items[None, :], np.array([[0]]), np.array([[False]]))
+    two_rows = PipelineRequest(np.stack([items, items]), np.array([[5], [3]]), np.array([[False], [True]]))
+    answers = pipeline.recommend_many([good, bad_k, good, two_rows])
+    assert isinstance(answers[1], RequestError) and "K=0 is out of range" in str(answers[1])
+    assert isinstance(answers[3], RequestError) and "different numbers of items" in str(answers[3])
+    assert answers[0].item_ids.shape == (1, 5) and answers[2].item_ids.tolist() == answers[0].item_ids.tolist()
+    assert answers[0].item_ids.tolist()[0] == pipeline.recommend(items, 5).item_ids.tolist()
