@@ -106,3 +106,21 @@ def test_wrong_dtype_is_rejected_by_the_server(client):
     with pytest.raises(InferenceServerException, match="(?i)data.?type|dtype|expected"):
         client.infer("recommend", inputs)
     assert client.is_server_live() and client.is_model_ready("recommend")
+
+
+def test_three_step_layout_answers_the_same(fresh_repository, reference, tmp_path):
+    """`ServingConfig(fused_cpu=False)`: preprocess -> session_encoder -> retrieval as three python
+    models (the GPU layout's wiring, CPU backends) answers exactly what the fused step answers."""
+    from sessionrec.export.configs import STEPS, ServingConfig
+    from sessionrec.export.repository import write_configs
+    from sessionrec.reliability.procs import python_stubs
+    from sessionrec.serving.embedded import EmbeddedServer
+
+    write_configs(fresh_repository, ServingConfig(fused_cpu=False), version=1)
+    with EmbeddedServer(fresh_repository, watch_seconds=0, log_file=tmp_path / "triton.log") as server:
+        assert server.steps == STEPS and set(python_stubs(server.server.pid)) == set(STEPS)
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        for items, ids, scores in reference[:60]:
+            result = infer_recommend(client, items, 20, False)
+            assert result.as_numpy("ITEM_IDS")[0].tolist() == ids.tolist()
+            np.testing.assert_allclose(result.as_numpy("SCORES")[0], scores, atol=1e-3)

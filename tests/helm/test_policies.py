@@ -83,7 +83,11 @@ def test_writable_paths_are_volumes(rendered, scenario):
 def test_triton_probes(rendered, scenario):
     container = triton(rendered[scenario])
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/models/recommend/ready", "port": "http"}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    # Liveness is one real inference: a dead python stub leaves /v2/health/live green.
+    script = container["livenessProbe"]["exec"]["command"][2]
+    assert "curl" in script and "127.0.0.1:8000/v2/models/recommend/infer" in script
+    request = {e["name"]: e["value"] for e in container["env"] if "value" in e}["SESSIONREC_PROBE_REQUEST"]
+    assert [i["name"] for i in json.loads(request)["inputs"]] == ["ITEMS", "K", "EXCLUDE_SEEN"]
     startup = container["startupProbe"]
     assert startup["httpGet"]["path"] == "/v2/health/live"
     # Long enough for model loading plus first-load engine builds.
