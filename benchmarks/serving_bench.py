@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="Markdown report (all results as JSON go to WORK/results.json)")
     parser.add_argument("--work", help="exports and Locust reports (default: runs/serving-bench)")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated subset of {','.join(SYSTEMS)}")
-    parser.add_argument("--users", default="1,2,4,8,12,16,24,32,48,64", help="capacity ladder steps")
+    parser.add_argument("--users", default="1,2,4,8,12,16,24,32,48,64,96,128", help="capacity ladder steps")
     parser.add_argument("--step-seconds", type=float, default=14.0, help="each ladder step (default 14)")
     parser.add_argument("--warmup-seconds", type=float, default=4.0, help="not measured, per run (default 4)")
     parser.add_argument("--rates", default="20,100", help="fixed offered rates, req/s (default 20,100)")
