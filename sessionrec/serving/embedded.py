@@ -205,12 +205,13 @@ class EmbeddedServer:
             previous = self.version
             ensemble_touched = False
             try:
+                steps = self._steps_of(target)
                 if previous is None or target > previous:
                     # A new version: each step loads it beside the serving one, while the ensemble still
                     # pins `previous`. Triton keeps a model version serving until its reload is ready,
                     # and keeps the loaded model when a load fails (a corrupted artifact): no gap.
                     _precompile_model_code(self.repository, [target], self.server.venv_python)
-                    for model in self._steps_of(target):  # the newest two versions of each (version_policy)
+                    for model in steps:  # the newest two versions of each (version_policy)
                         self.server.load_model(model)
                 # The switch: the ensemble pinned to target. A rollback goes straight here: loading a
                 # step first would drop the retired version's instances from under the ensemble still
@@ -230,7 +231,7 @@ class EmbeddedServer:
                     self._restore(previous)
                 return False
             self.version = target
-            self.steps = self._steps_of(target)
+            self.steps = steps
             self.events.append(f"switched {previous} -> {target} ({report.checked} canaries ok)")
             log.info("now serving version %s", target)
             return True
