@@ -29,8 +29,8 @@ class Retriever:
     # so it is applied by the thread that searches (the stub loads in another thread).
     threads: int = 1
     # ...but a batch of many sessions is searched with more threads: the table scan is memory-bound
-    # and splits across cores (43k items, 32 sessions: 9.4 ms on 1 thread, 4.5 ms on 2), and the
-    # fused stub, which waits for the search, is what limits throughput on a CPU node.
+    # and splits across cores, and the fused stub, which waits for the search, is what limits
+    # throughput on a CPU node (docs/benchmarks/serving.md).
     batch_threads: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
     batch_threads_from: int = 16  # sessions in one search
 
