@@ -10,7 +10,7 @@ from sessionrec.serving.preprocess import RequestError
 class TritonPythonModel:
     def initialize(self, args):
         # Verifies the version's artifacts against the manifest's checksums before serving them.
-        self.preprocessor = io.load_at_low_priority(load_preprocessor, io.version_dir(args))
+        self.preprocessor = load_preprocessor(io.version_dir(args))
         self.dtypes = io.output_dtypes(args, pb_utils)
 
     def execute(self, requests):

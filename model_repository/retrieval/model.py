@@ -11,8 +11,9 @@ INPUTS = ("session_embedding", "items", "fallback", "K", "EXCLUDE_SEEN")
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.retriever = io.load_at_low_priority(load_retriever, io.version_dir(args))
+        self.retriever = load_retriever(io.version_dir(args))
         self.dtypes = io.output_dtypes(args, pb_utils)
+        self.retriever.warm_up(io.max_batch_size(args))  # here, on the serving thread
 
     def execute(self, requests):
         responses = []

@@ -13,8 +13,7 @@ from sessionrec.serving.artifacts import load_encoder
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.encoder = io.load_at_low_priority(load_encoder, io.version_dir(args),
-                                               threads=int(io.parameter(args, "intra_op_threads", "1")))
+        self.encoder = load_encoder(io.version_dir(args), threads=int(io.parameter(args, "intra_op_threads", "1")))
         self.dtypes = io.output_dtypes(args, pb_utils)
 
     def execute(self, requests):

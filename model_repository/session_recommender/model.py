@@ -14,8 +14,7 @@ class TritonPythonModel:
     def initialize(self, args):
         root = io.version_dir(args).parent.parent  # <repository>/session_recommender/<N> -> <repository>
         threads = int(io.parameter(args, "intra_op_threads", "1"))
-        # At the lowest CPU priority: during a switch the serving version keeps the cores.
-        self.pipeline = io.load_at_low_priority(LocalPipeline, root, int(args["model_version"]), threads=threads)
+        self.pipeline = LocalPipeline(root, int(args["model_version"]), threads=threads)
         self.pipeline.warm_up(io.max_batch_size(args))  # here, on the serving thread
         self.dtypes = io.output_dtypes(args, pb_utils)
 

@@ -102,4 +102,5 @@ def load_retriever(version_dir: str | Path, verify: bool = True):
         id_map=IdMap(load_array(version_dir / "item_ids.npy")),
         popularity=load_array(version_dir / "popularity.npy"),
         max_k=manifest["serving"]["max_k"],
+        max_len=manifest["serving"]["max_len"],
     )

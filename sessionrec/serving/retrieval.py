@@ -24,6 +24,7 @@ class Retriever:
     id_map: IdMap
     popularity: np.ndarray  # (N+1,) training clicks per model id: the fallback ranking
     max_k: int = 1000  # largest K a request may ask for
+    max_len: int = 1  # session width the preprocess step sends (the deepest EXCLUDE_SEEN search; warm-up)
     # FAISS OpenMP threads. One: batch-1 searches got slower with 2 threads here (docs/benchmarks/
     # faiss.md), and Triton already runs requests in parallel. OpenMP keeps this setting per thread,
     # so it is applied by the thread that searches (the stub loads in another thread).
@@ -49,6 +50,22 @@ class Retriever:
         if bad.size:
             raise RequestError(f"K={int(bad[0])} is out of range: must be between 1 and {self.max_k}")
         return k.astype(np.int64)
+
+    def warm_up(self, batch: int) -> None:
+        """Search the largest batch at the deepest K, twice, at load, on the thread that will serve.
+
+        Sizes FAISS's result buffers and the malloc heap before traffic does: sized by the first
+        bursts instead, a stub's RSS grew in steps during a soak. Twice because glibc serves the
+        first 16 MB block of a 20+ query search with mmap and only then moves it onto the heap
+        (LocalPipeline.warm_up, docs/RELIABILITY.md).
+        """
+        dim = self.index.d
+        vectors = np.zeros((batch, dim), dtype=np.float32)
+        vectors[:, 0] = 1.0
+        items = np.ones((batch, self.max_len), dtype=np.int64)
+        for _ in range(2):
+            self.retrieve(vectors, items, np.zeros(batch, dtype=bool), np.full(batch, self.max_k),
+                          np.arange(batch) % 2 == 0)
 
     def retrieve(self, embeddings, items, fallback, k, exclude_seen) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per row: (raw ids (K,), scores (K,)), best first. items = (B, L) model ids of the session."""

@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import json
-import os
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -50,37 +48,3 @@ def input_array(pb_utils, request, name: str) -> np.ndarray:
     if tensor is None:
         raise KeyError(name)
     return tensor.as_numpy()
-
-
-LOAD_NICENESS = 19  # the lowest CPU priority: loading yields to every thread that is serving
-
-
-def load_at_low_priority(load, *args, **kwargs):
-    """Run `load(*args, **kwargs)` in a thread at the lowest CPU priority; return what it returns.
-
-    A new version's stub starts while the serving one answers traffic on the same cores; its imports
-    (onnxruntime, faiss), checksums and index reads took the CPU from the serving stub and tripled
-    p99 during a switch (docs/RELIABILITY.md). Linux keeps a nice value per thread, and a thread may
-    always lower its own priority, but an unprivileged process cannot raise it back: so the loading
-    runs in a short-lived thread of its own and the stub's main thread, which serves, is untouched.
-    Nothing started by `load` may keep threads that serve later (they would inherit the priority):
-    the encoder and FAISS run single-threaded on the calling thread (ORT intra_op 1, OpenMP 1).
-    """
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOAD_NICENESS)
-            except (OSError, AttributeError):  # not Linux, or not permitted: load at normal priority
-                pass
-            outcome["value"] = load(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, name="sessionrec-load", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]

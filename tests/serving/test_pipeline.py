@@ -27,3 +27,21 @@ def test_a_bad_request_in_a_batch_gets_its_error_and_the_others_their_answers(ex
     assert isinstance(answers[3], RequestError) and "different numbers of items" in str(answers[3])
     assert answers[0].item_ids.shape == (1, 5) and answers[2].item_ids.tolist() == answers[0].item_ids.tolist()
     assert answers[0].item_ids.tolist()[0] == pipeline.recommend(items, 5).item_ids.tolist()
+
+
+def test_retriever_warm_up_searches_the_deepest_batch_and_changes_no_answer(exported_repository):
+    """The GPU layout's retrieval stub warms up alone (no preprocess or encoder in its process)."""
+    from sessionrec.serving.artifacts import load_retriever
+
+    retriever = load_retriever(exported_repository / "retrieval" / "1")
+    assert retriever.max_len == LocalPipeline(exported_repository, 1).preprocessor.max_len
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((3, retriever.index.d)).astype(np.float32)
+    items = np.array([[1, 2, 0], [3, 0, 0], [4, 5, 6]])
+    args = (vectors, items, np.array([False, True, False]), np.array([7, 7, 7]), np.array([True, False, True]))
+    before = retriever.retrieve(*args)
+    retriever.warm_up(64)
+    after = retriever.retrieve(*args)
+    for (ids_a, scores_a), (ids_b, scores_b) in zip(before, after):
+        assert ids_a.tolist() == ids_b.tolist()
+        np.testing.assert_allclose(scores_a, scores_b, rtol=1e-6)
