@@ -20,6 +20,7 @@ computed at export time by the offline pipeline): an answer that is neither coun
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from collections import Counter
@@ -129,7 +130,14 @@ class Load:
     timeout_s: float = 5.0
     tls: object = None
     retry: object = None
-    records: list[Record] = field(default_factory=list)
+    # Outcomes as exact tuples (start, latency_s, code, message, wrong) of atomic values: the garbage
+    # collector stops tracking such tuples, so its full collections do not walk the hundreds of
+    # thousands a soak records. As Record objects they did, and each full collection paused this
+    # process for up to a few hundred ms, which showed as latency stalls (docs/RELIABILITY.md, Soak).
+    _rows: list[tuple] = field(default_factory=list, repr=False)
+    # (start, seconds) of every full (generation 2) garbage collection of this process while the load
+    # runs: the generator's own pauses, which delay the answers it records (Load.overlapping_gc).
+    gc_pauses: list[tuple[float, float]] = field(default_factory=list)
     started: float = 0.0
     stopped: float = 0.0
 
@@ -140,9 +148,11 @@ class Load:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._ready = threading.Event()
+        self._gc_started: float | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "Load":
+        gc.callbacks.append(self._on_gc)
         self._thread = threading.Thread(target=self._run, name="sessionrec-load", daemon=True)
         self._thread.start()
         self._ready.wait(30)
@@ -153,6 +163,8 @@ class Load:
         if self._thread is not None:
             self._thread.join(timeout=self.timeout_s + 30)
         self.stopped = time.monotonic()
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
         if self._error is not None:
             raise RuntimeError(f"load generator failed: {self._error!r}") from self._error
 
@@ -166,12 +178,43 @@ class Load:
     def now() -> float:
         return time.monotonic()
 
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if info["generation"] != 2:
+            return  # young collections take well under a millisecond
+        if phase == "start":
+            self._gc_started = time.monotonic()
+        elif self._gc_started is not None:
+            self.gc_pauses.append((self._gc_started, time.monotonic() - self._gc_started))
+            self._gc_started = None
+
     # -- results --------------------------------------------------------------------------------
+    @property
+    def records(self) -> list[Record]:
+        return [Record(*row) for row in list(self._rows)]
+
+    def _record(self, start: float, latency_s: float, code: str | None = None, message: str | None = None,
+                wrong: bool = False) -> None:
+        self._rows.append((start, latency_s, code, message, wrong))
+
+    def slowest(self, n: int = 10, since: float | None = None, until: float | None = None) -> list[dict]:
+        """The n slowest answered requests, each with the generator's full-GC time inside its flight.
+
+        A request whose latency is mostly a GC pause of the generator was slow here, not on the server.
+        """
+        answered = sorted((r for r in self.window(since, until) if r.code is None), key=lambda r: -r.latency_s)[:n]
+        return [{"at_s": round(r.start - self.started, 3), "latency_ms": round(r.latency_s * 1000, 2),
+                 "generator_gc_ms": round(self.overlapping_gc(r.start, r.start + r.latency_s) * 1000, 2)}
+                for r in answered]
+
+    def overlapping_gc(self, since: float, until: float) -> float:
+        """Seconds of the generator's full garbage collections within [since, until]."""
+        return sum(max(0.0, min(until, start + seconds) - max(since, start)) for start, seconds in list(self.gc_pauses))
+
     def window(self, since: float | None = None, until: float | None = None) -> list[Record]:
         """Records of requests sent in [since, until) (a copy: the list grows while load runs)."""
         since = self.started if since is None else since
         until = float("inf") if until is None else until
-        return [r for r in list(self.records) if since <= r.start < until]
+        return [Record(*row) for row in list(self._rows) if since <= row[0] < until]
 
     def stats(self, since: float | None = None, until: float | None = None) -> Stats:
         since = self.started if since is None else since
@@ -218,8 +261,8 @@ class Load:
             probe = self.probes[n % len(self.probes)]
             n += 1
             if len(tasks) >= self.max_in_flight:
-                self.records.append(Record(time.monotonic(), 0.0, "CLIENT_OVERLOADED",
-                                           f"{len(tasks)} requests outstanding: arrival not sent"))
+                self._record(time.monotonic(), 0.0, "CLIENT_OVERLOADED",
+                                           f"{len(tasks)} requests outstanding: arrival not sent")
                 continue
             task = asyncio.create_task(self._one(client, probe))
             tasks.add(task)
@@ -234,10 +277,10 @@ class Load:
         try:
             answer = await client.recommend(list(probe.items), k=probe.k, exclude_seen=probe.exclude_seen)
         except RecommendError as exc:
-            self.records.append(Record(start, time.monotonic() - start, exc.code or type(exc).__name__, str(exc)))
+            self._record(start, time.monotonic() - start, exc.code or type(exc).__name__, str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - anything else is a failure too, named by its type
-            self.records.append(Record(start, time.monotonic() - start, type(exc).__name__, str(exc)))
+            self._record(start, time.monotonic() - start, type(exc).__name__, str(exc))
             return
         wrong = bool(probe.answers) and tuple(answer.item_ids) not in probe.answers
-        self.records.append(Record(start, time.monotonic() - start, wrong=wrong))
+        self._record(start, time.monotonic() - start, wrong=wrong)

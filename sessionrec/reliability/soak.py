@@ -120,6 +120,11 @@ def run_soak(plan: SoakPlan, log: Callable[[str], None] = lambda s: None, capaci
             "samples": [{"t_s": round(ts - start, 1), **m} for ts, m in samples],
         },
         "median_window_p99_ms": round(median_p99, 2),
+        # Where the worst latencies came from: the generator's own full GCs (it shares the cores).
+        "slowest_requests": load.slowest(10, start, end),
+        "generator_full_gc": {"count": len(load.gc_pauses),
+                              "max_ms": round(max((s for _, s in load.gc_pauses), default=0.0) * 1000, 2),
+                              "total_ms": round(sum(s for _, s in load.gc_pauses) * 1000, 1)},
         "verdict": {"passed": all(checks.values()), **checks},
     }
 
@@ -133,4 +138,10 @@ def markdown(report: dict) -> str:
     lines.append("")
     lines.append(f"RSS tritonserver + stubs: {m['first_after_warmup_mib']} MiB after warm-up -> {m['last_mib']} MiB at the end "
                  f"(growth {100 * (m['growth'] or 0):.2f} %)")
+    if report.get("slowest_requests"):
+        gc_ = report["generator_full_gc"]
+        lines.append("")
+        lines.append(f"Load generator: {gc_['count']} full garbage collections, longest {gc_['max_ms']} ms. "
+                     "Slowest requests (latency ms / generator GC ms inside it): "
+                     + ", ".join(f"{r['latency_ms']:.0f}/{r['generator_gc_ms']:.0f}" for r in report["slowest_requests"]))
     return "\n".join(lines)
