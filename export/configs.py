@@ -23,6 +23,7 @@ The session encoder has one ONNX file and two configs:
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
 from google.protobuf import text_format
@@ -89,7 +90,7 @@ class ServingConfig:
     trt_precision: str = "FP16"
     trt_engine_cache: str = "/engine-cache"  # persistent path (the chart mounts a volume there)
     trt_workspace_bytes: int = 1 << 30
-    max_len: int = 32  # only for the GPU encoder's warmup sample (TensorRT builds its engine then)
+    max_len: int = 32  # session length of the warm-up samples (the GPU encoder's: TensorRT builds its engine then)
     extra: dict = field(default_factory=dict)
 
 
@@ -171,9 +172,31 @@ def fused_config(cfg: ServingConfig) -> mc.ModelConfig:
     _tensors(config.input, FUSED_INPUTS[1:])
     _tensors(config.output, FUSED_OUTPUTS)
     _instances(config, cfg.fused_instances)
-    # No model_warmup: it can only send zero or random K (an invalid request fails the load); the
-    # canaries `sessionrec serve` replays after every load warm it with real sessions instead.
+    # Warm-up requests through Triton, before the new version counts as loaded. The stub's own
+    # warm-up (LocalPipeline.warm_up) sizes the compute; these warm the path around it (the first
+    # executes of a new stub: shared-memory buffers, tensors), which otherwise stalled the first
+    # live requests after a switch by 20-30 ms (docs/RELIABILITY.md, hot swap). All-zero ITEMS are
+    # unknown items (the fallback answers); K comes from a file, since zero or random K would be an
+    # invalid request and a failed warm-up fails the load.
+    for name, batch in (("one_session", 1), ("largest_batch", cfg.max_batch_size)):
+        warm = config.model_warmup.add(name=name, batch_size=batch)
+        for tensor, dtype, dims in FUSED_INPUTS:
+            sample = warm.inputs[tensor]
+            sample.data_type = dtype
+            sample.dims.extend([cfg.max_len] if tensor == "ITEMS" else dims)
+            if tensor == "K":
+                sample.input_data_file = WARMUP_K_FILE
+            else:
+                sample.zero_data = True
     return config
+
+
+WARMUP_K, WARMUP_K_FILE = 20, "K"  # K of the warm-up requests, in <model>/warmup/K
+
+
+def warmup_files() -> dict[str, bytes]:
+    """Relative path in a model repository -> the raw input data the warm-up samples read."""
+    return {f"{FUSED}/warmup/{WARMUP_K_FILE}": struct.pack("<i", WARMUP_K)}  # one INT32, little-endian
 
 
 def ensemble_steps(cfg: ServingConfig, gpu: bool = False) -> tuple[str, ...]:

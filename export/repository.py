@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 from sessionrec.errors import SessionrecError
-from sessionrec.export.configs import MODELS, VERSIONED, ServingConfig, all_configs
+from sessionrec.export.configs import MODELS, VERSIONED, ServingConfig, all_configs, warmup_files
 from sessionrec.serving.artifacts import read_manifest
 
 CHECKED_IN = Path(__file__).resolve().parent.parent / "model_repository"
@@ -106,6 +106,13 @@ def write_configs(root: Path, cfg: ServingConfig, version: int = -1, only: tuple
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(text)
+            os.replace(tmp, path)
+    for rel, data in warmup_files().items():
+        if rel.split("/")[0] in only:
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(data)
             os.replace(tmp, path)
 
 

@@ -131,9 +131,9 @@ class Load:
     tls: object = None
     retry: object = None
     # Outcomes as exact tuples (start, latency_s, code, message, wrong) of atomic values: the garbage
-    # collector stops tracking such tuples, so its full collections do not walk the hundreds of
-    # thousands a soak records. As Record objects they did, and each full collection paused this
-    # process for up to a few hundred ms, which showed as latency stalls (docs/RELIABILITY.md, Soak).
+    # collector stops tracking such tuples, so its full collections do not walk the ~300,000 a soak
+    # records. As Record objects they did: full collections of 70-145 ms, which were the soak's
+    # slowest requests (docs/RELIABILITY.md, Soak).
     _rows: list[tuple] = field(default_factory=list, repr=False)
     # (start, seconds) of every full (generation 2) garbage collection of this process while the load
     # runs: the generator's own pauses, which delay the answers it records (Load.overlapping_gc).
@@ -152,6 +152,10 @@ class Load:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "Load":
+        # Everything alive now (modules, the server handle, the client library) moves out of the
+        # garbage collector's sight until stop(): a full collection of this process walked ~40,000
+        # such objects, a 15-50 ms pause of the generator that showed as the soak's slowest requests.
+        gc.freeze()
         gc.callbacks.append(self._on_gc)
         self._thread = threading.Thread(target=self._run, name="sessionrec-load", daemon=True)
         self._thread.start()
@@ -165,6 +169,7 @@ class Load:
         self.stopped = time.monotonic()
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
+        gc.unfreeze()
         if self._error is not None:
             raise RuntimeError(f"load generator failed: {self._error!r}") from self._error
 

@@ -2,10 +2,12 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sessionrec.export.configs import (
-    FUSED, STEPS, ServingConfig, all_configs, check_wiring, ensemble_config, ensemble_steps, parse,
+    FUSED, STEPS, WARMUP_K, WARMUP_K_FILE, ServingConfig, all_configs, check_wiring, ensemble_config, ensemble_steps,
+    fused_config, parse, warmup_files,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,3 +83,18 @@ def test_checked_in_configs_are_current():
     """model_repository/ holds this generator's output; regenerate with `sessionrec configs --write model_repository`."""
     for rel, text in all_configs(ServingConfig()).items():
         assert (ROOT / "model_repository" / rel).read_text() == text, f"{rel} is stale"
+    for rel, data in warmup_files().items():
+        assert (ROOT / "model_repository" / rel).read_bytes() == data, f"{rel} is stale"
+
+
+def test_fused_step_warms_up_through_triton_with_a_valid_k():
+    """Zero or random K would be an invalid request, and a failed warm-up fails the load: K is read
+    from a file the repository writer puts beside the config."""
+    config = fused_config(ServingConfig(max_batch_size=16, max_len=12))
+    assert [(w.name, w.batch_size) for w in config.model_warmup] == [("one_session", 1), ("largest_batch", 16)]
+    for warm in config.model_warmup:
+        assert set(warm.inputs) == {"ITEMS", "K", "EXCLUDE_SEEN"}
+        assert list(warm.inputs["ITEMS"].dims) == [12] and warm.inputs["ITEMS"].zero_data
+        assert warm.inputs["K"].input_data_file == WARMUP_K_FILE
+    (rel, data), = warmup_files().items()
+    assert rel == f"{FUSED}/warmup/{WARMUP_K_FILE}" and np.frombuffer(data, "<i4").tolist() == [WARMUP_K]
