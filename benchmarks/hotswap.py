@@ -39,8 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export-threads", type=int, default=1,
                         help="torch threads of the export: it shares the cores with the server (default 1)")
     parser.add_argument("--server-arg", action="append", default=[], help="extra tritonserver flag (repeatable)")
+    parser.add_argument("--no-triton-warmup", action="store_true",
+                        help="export without the fused step's model_warmup requests (to measure what they do)")
     args = parser.parse_args(argv)
 
+    from sessionrec.export.configs import ServingConfig
     from sessionrec.reliability.hotswap import HotSwapPlan, markdown, run_hotswap
     from sessionrec.reliability.report import write_report
     from sessionrec.reliability.sample import SAMPLE, sample_repository, small_model
@@ -51,13 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     first = Path(args.checkpoint) if args.checkpoint else small_model(work / "model-a", seed=42, epochs=3)
     second = Path(args.next_checkpoint) if args.next_checkpoint else small_model(work / "model-b", seed=7, epochs=4)
     data = args.data or str(SAMPLE)
-    repository = sample_repository(work, first, data)
+    serving = ServingConfig(triton_warmup=not args.no_triton_warmup)
+    repository = sample_repository(work, first, data, serving=serving)
     print(f"version 1 exported from {first} ({time.monotonic() - began:.0f} s)", flush=True)
 
     plan = HotSwapPlan(repository, next_checkpoint=second, data=data, rate=args.rate, steady_s=args.steady_seconds,
                        settle_s=args.settle_seconds, rollback=not args.no_rollback, cycles=args.cycles,
                        export_threads=args.export_threads, log_file=work / "tritonserver.log",
                        server_args=tuple(args.server_arg))
+    plan.export_options = {**plan.export_options, "serving": serving}
     report = run_hotswap(plan, log=lambda line: print(line, flush=True))
     path = write_report("hotswap", report)
     print()

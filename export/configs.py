@@ -84,6 +84,7 @@ class ServingConfig:
     retrieval_instances: int = 1
     versions_kept: int = 2  # version_policy latest N: the current version and the previous one (rollback)
     response_cache: bool = False  # cache ensemble responses (needs tritonserver --cache-config)
+    triton_warmup: bool = True  # warm-up requests through Triton at each load of the fused step (model_warmup)
     # GPU cluster (configs/gpu.pbtxt):
     gpu_encoder_instances: int = 1
     gpu_cpu_step_instances: int = 4  # preprocess / retrieval are CPU work next to the GPU encoder
@@ -178,7 +179,7 @@ def fused_config(cfg: ServingConfig) -> mc.ModelConfig:
     # live requests after a switch by 20-30 ms (docs/RELIABILITY.md, hot swap). All-zero ITEMS are
     # unknown items (the fallback answers); K comes from a file, since zero or random K would be an
     # invalid request and a failed warm-up fails the load.
-    for name, batch in (("one_session", 1), ("largest_batch", cfg.max_batch_size)):
+    for name, batch in (("one_session", 1), ("largest_batch", cfg.max_batch_size)) if cfg.triton_warmup else ():
         warm = config.model_warmup.add(name=name, batch_size=batch)
         for tensor, dtype, dims in FUSED_INPUTS:
             sample = warm.inputs[tensor]

@@ -24,12 +24,17 @@ def small_model(out: Path, seed: int = 42, epochs: int = 3) -> Path:
     return result.best_path
 
 
-def sample_repository(work: Path, checkpoint: Path, data: str | None = None) -> Path:
-    """`work`/repository with `checkpoint` exported as version 1 (anything there before is removed)."""
+def sample_repository(work: Path, checkpoint: Path, data: str | None = None, serving=None) -> Path:
+    """`work`/repository with `checkpoint` exported as version 1 (anything there before is removed).
+
+    serving: a sessionrec.export.configs.ServingConfig (default: the defaults).
+    """
+    from sessionrec.export.configs import ServingConfig
     from sessionrec.export.exporter import ExportOptions, export_version
 
     repository = Path(work) / "repository"
     for stale in (repository, Path(work) / ".repository.retired"):
         shutil.rmtree(stale, ignore_errors=True)
-    export_version(checkpoint, repository, ExportOptions(data=data or str(SAMPLE)), progress=False)
+    export_version(checkpoint, repository, ExportOptions(data=data or str(SAMPLE), serving=serving or ServingConfig()),
+                   progress=False)
     return repository

@@ -96,5 +96,6 @@ def test_fused_step_warms_up_through_triton_with_a_valid_k():
         assert set(warm.inputs) == {"ITEMS", "K", "EXCLUDE_SEEN"}
         assert list(warm.inputs["ITEMS"].dims) == [12] and warm.inputs["ITEMS"].zero_data
         assert warm.inputs["K"].input_data_file == WARMUP_K_FILE
+    assert not fused_config(ServingConfig(triton_warmup=False)).model_warmup  # benchmarks/hotswap.py --no-triton-warmup
     (rel, data), = warmup_files().items()
     assert rel == f"{FUSED}/warmup/{WARMUP_K_FILE}" and np.frombuffer(data, "<i4").tolist() == [WARMUP_K]
