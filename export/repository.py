@@ -100,14 +100,9 @@ def staging_dir(repo: Path) -> Path:
 
 
 def write_configs(root: Path, cfg: ServingConfig, version: int = -1, only: tuple[str, ...] = MODELS) -> None:
-    for rel, text in all_configs(cfg, version).items():
-        if rel.split("/")[0] in only:
-            path = root / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, path)
-    for rel, data in warmup_files().items():
+    """The model configs (and the raw data their warm-up samples read) of the models in `only`."""
+    files = {rel: text.encode() for rel, text in all_configs(cfg, version).items()} | warmup_files()
+    for rel, data in files.items():
         if rel.split("/")[0] in only:
             path = root / rel
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -267,7 +267,7 @@ class Load:
             n += 1
             if len(tasks) >= self.max_in_flight:
                 self._record(time.monotonic(), 0.0, "CLIENT_OVERLOADED",
-                                           f"{len(tasks)} requests outstanding: arrival not sent")
+                             f"{len(tasks)} requests outstanding: arrival not sent")
                 continue
             task = asyncio.create_task(self._one(client, probe))
             tasks.add(task)

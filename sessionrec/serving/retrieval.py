@@ -27,7 +27,7 @@ class Retriever:
     max_len: int = 1  # session width the preprocess step sends (the deepest EXCLUDE_SEEN search; warm-up)
     # FAISS OpenMP threads. One: batch-1 searches got slower with 2 threads here (docs/benchmarks/
     # faiss.md), and Triton already runs requests in parallel. OpenMP keeps this setting per thread,
-    # so it is applied by the thread that searches (the stub loads in another thread).
+    # so it is applied by the thread that searches, whichever thread built the retriever.
     threads: int = 1
     # ...but a batch of many sessions is searched with more threads: the table scan is memory-bound
     # and splits across cores, and the fused stub, which waits for the search, is what limits
