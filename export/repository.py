@@ -100,11 +100,19 @@ def staging_dir(repo: Path) -> Path:
 
 
 def write_configs(root: Path, cfg: ServingConfig, version: int = -1, only: tuple[str, ...] = MODELS) -> None:
-    """The model configs (and the raw data their warm-up samples read) of the models in `only`."""
+    """The model configs (and the raw data their warm-up samples read) of the models in `only`.
+
+    A file whose bytes are already there is left alone, mtime included: Triton reloads *every*
+    version of a model whose non-version files changed, so rewriting an unchanged config.pbtxt at
+    each export made the next switch restart the serving version's stub beside the new one (two
+    python stubs starting under live traffic instead of one; docs/RELIABILITY.md, Hot swap).
+    """
     files = {rel: text.encode() for rel, text in all_configs(cfg, version).items()} | warmup_files()
     for rel, data in files.items():
         if rel.split("/")[0] in only:
             path = root / rel
+            if path.is_file() and path.read_bytes() == data:
+                continue
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_bytes(data)

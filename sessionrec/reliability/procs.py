@@ -3,6 +3,7 @@
     stubs = python_stubs(server.server.pid)        # {"preprocess": pid, ...}
     memory_kib(server.server.pid)                  # RSS of tritonserver + every stub, KiB
     listening(server.server.pid)                   # [("127.0.0.1", 8001), ...] TCP sockets in LISTEN
+    cpu_ms(pid)                                    # CPU time a process has used so far
 
 Linux only; no psutil needed. The stubs are found in the server's process group (the launcher starts
 tritonserver as a group leader), by the instance name Triton passes them (`<model>_<group>_<n>`).
@@ -52,6 +53,21 @@ def rss_kib(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def cpu_ms(pid: int) -> float:
+    """CPU time (user + system) one process has used so far, in ms (clock-tick resolution); 0 when gone."""
+    try:
+        # Fields after the parenthesised command name (which may itself hold spaces and parentheses).
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) * 1000.0 / os.sysconf("SC_CLK_TCK")
+
+
+def stub_pids(server_pid: int) -> set[int]:
+    """Every python-backend stub of the server, whatever its model."""
+    return {pid for pids in python_stubs(server_pid).values() for pid in pids}
 
 
 def memory_kib(server_pid: int) -> dict[str, int]:

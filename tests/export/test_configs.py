@@ -99,3 +99,20 @@ def test_fused_step_warms_up_through_triton_with_a_valid_k():
     assert not fused_config(ServingConfig(triton_warmup=False)).model_warmup  # benchmarks/hotswap.py --no-triton-warmup
     (rel, data), = warmup_files().items()
     assert rel == f"{FUSED}/warmup/{WARMUP_K_FILE}" and np.frombuffer(data, "<i4").tolist() == [WARMUP_K]
+
+
+def test_write_configs_leaves_unchanged_files_alone(tmp_path):
+    # Triton reloads every version of a model whose config.pbtxt changed, even to the same bytes:
+    # an export must not touch a config that is already right (the serving stub would restart).
+    from sessionrec.export.repository import write_configs
+
+    write_configs(tmp_path, ServingConfig(), version=1)
+    stamps = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file()}
+    assert tmp_path / FUSED / "config.pbtxt" in stamps and tmp_path / FUSED / "warmup" / WARMUP_K_FILE in stamps
+    write_configs(tmp_path, ServingConfig(), version=1)
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in stamps} == stamps
+    write_configs(tmp_path, ServingConfig(max_batch_size=32), version=1)
+    fused = tmp_path / FUSED / "config.pbtxt"
+    assert (fused.stat().st_ino, fused.stat().st_mtime_ns) != stamps[fused]
+    assert "max_batch_size: 32" in fused.read_text()
+    assert not list(tmp_path.rglob("*.tmp"))

@@ -77,3 +77,8 @@ def test_export_swap_and_rollback_under_steady_load(fresh_repository, trained_ch
         assert phases[name]["failed"] == 0, (name, phases[name]["failures"])
     assert only_rollback_window(phases["rollback"]["failures"]), phases["rollback"]["failures"]
     assert report["switches"]["requests"] > 300
+    # A forward switch starts the new version's one fused stub and nothing else: the serving version's
+    # stub is not restarted beside it (an export that rewrote an unchanged config.pbtxt made Triton
+    # reload every version). A rollback is a repin: no stub starts.
+    assert report["stubs_started"]["swap"]["stubs"] == 1, report["stubs_started"]
+    assert report["stubs_started"]["rollback"]["stubs"] == 0, report["stubs_started"]
