@@ -68,6 +68,15 @@ def test_renders_expected_objects(rendered, scenario):
         assert len(doc["metadata"]["name"]) <= 63
 
 
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_python_stubs_start_one_blas_thread(rendered, scenario):
+    # Each python stub would otherwise start (and spin) a numpy OpenBLAS thread per node core.
+    env = triton(rendered[scenario])["env"]
+    names = [e["name"] for e in env]
+    assert len(names) == len(set(names)), "duplicate env entry"
+    assert {"name": "OPENBLAS_NUM_THREADS", "value": "1"} in env
+
+
 @lru_cache(maxsize=1)
 def _crd_registry() -> referencing.Registry:
     definitions = kubernetes_validate.utils.schema_contents(

@@ -178,6 +178,13 @@ def test_server_environment_puts_the_venv_first():
     assert any(p.endswith("nvidia_pytriton.libs") for p in libs)
 
 
+def test_server_environment_limits_numpy_blas_threads_unless_set(monkeypatch):
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    assert launcher.server_environment()["OPENBLAS_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")  # the operator's choice wins
+    assert launcher.server_environment()["OPENBLAS_NUM_THREADS"] == "4"
+
+
 def test_command_line_flags(tmp_path):
     bundle = generate_self_signed(tmp_path / "tls")
     server = TritonServer(tmp_path, models=["a", "b"], grpc_tls=bundle.server_tls(mutual=True))

@@ -71,6 +71,10 @@ the /tmp emptyDir because the root filesystem is read-only.
   value: {{ .Values.engineCache.mountPath | quote }}
 - name: SESSIONREC_MODEL_VERSION
   value: {{ include "sessionrec.modelVersion" . | quote }}
+# numpy's OpenBLAS would start (and spin) a thread per node core in every python stub; nothing on the
+# serving path uses it (sessionrec.serving.launcher.server_environment).
+- name: OPENBLAS_NUM_THREADS
+  value: "1"
 {{- end }}
 
 {{/*
