@@ -2,6 +2,7 @@
 
     python benchmarks/hotswap.py                       # ~2.5 min: trains two small models on the bundled sample
     python benchmarks/hotswap.py --rate 200 --steady-seconds 20
+    python benchmarks/hotswap.py --driver locust         # Locust (load_tests/locustfile.py) drives the traffic
     python benchmarks/hotswap.py --checkpoint runs/a/best.pt --next-checkpoint runs/b/best.pt \
         --data /work/shared/data/diginetica --rate 100
 
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export-threads", type=int, default=1,
                         help="torch threads of the export: it shares the cores with the server (default 1)")
     parser.add_argument("--server-arg", action="append", default=[], help="extra tritonserver flag (repeatable)")
+    parser.add_argument("--driver", choices=("generator", "locust"), default="generator",
+                        help="traffic: the canary-checking generator (default) or the Locust load test")
     parser.add_argument("--no-triton-warmup", action="store_true",
                         help="export without the fused step's model_warmup requests (to measure what they do)")
     args = parser.parse_args(argv)
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = HotSwapPlan(repository, next_checkpoint=second, data=data, rate=args.rate, steady_s=args.steady_seconds,
                        settle_s=args.settle_seconds, rollback=not args.no_rollback, cycles=args.cycles,
                        export_threads=args.export_threads, log_file=work / "tritonserver.log",
-                       server_args=tuple(args.server_arg))
+                       server_args=tuple(args.server_arg), driver=args.driver, locust_out=work / "locust")
     plan.export_options = {**plan.export_options, "serving": serving}
     report = run_hotswap(plan, log=lambda line: print(line, flush=True))
     path = write_report("hotswap", report)

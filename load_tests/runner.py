@@ -3,6 +3,7 @@
     test = LoadTest(host="127.0.0.1:8001", sessions_file=Path("sessions.txt"), out_dir=Path("out"), users=16)
     result = run_load_test(test)            # result.passed, result.summary, result.files
     result = run_embedded("runs/repository", test)   # start tritonserver, load, test, stop
+    running = start_load_test(test); ...; running.stop(); result = running.wait()   # ended by the caller
 
 Locust runs in its own process: it monkey-patches the interpreter with gevent, which must not happen to
 the caller (pytest, the benchmark). The run is bounded by --run-time and a watchdog. The locust
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -108,6 +110,11 @@ class LoadTestResult:
 
 def run_load_test(test: LoadTest, grace_s: float = 60.0) -> LoadTestResult:
     """Run Locust headless; killed if it outlives run_time + grace_s. The SLA verdict is Locust's exit code."""
+    return start_load_test(test, grace_s).wait()
+
+
+def start_load_test(test: LoadTest, grace_s: float = 60.0) -> "RunningLoadTest":
+    """Start Locust headless and return at once; stop() ends it early, wait() collects the result."""
     test.out_dir.mkdir(parents=True, exist_ok=True)
     log_path = test.out_dir / f"{test.name}_console.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -116,27 +123,50 @@ def run_load_test(test: LoadTest, grace_s: float = 60.0) -> LoadTestResult:
         process = subprocess.Popen(test.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                    env=env, start_new_session=True)
     watchdog = threading.Timer(test.run_time_s + grace_s, _kill, args=(process,))
+    watchdog.daemon = True
     watchdog.start()
-    try:
-        _, status, usage = os.wait4(process.pid, 0)  # wait4: this child's own CPU time
-    finally:
-        watchdog.cancel()
-    process.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.monotonic() - began
-    output = log_path.read_text(errors="replace")
-    prefix = test.out_dir / test.name
-    files = {
-        "summary": Path(f"{prefix}_summary.json"), "timeline": Path(f"{prefix}_timeline.csv"),
-        "plot": Path(f"{prefix}_latency.png"), "html": Path(f"{prefix}_report.html"),
-        "stats": Path(f"{prefix}_stats.csv"), "history": Path(f"{prefix}_stats_history.csv"), "console": log_path,
-    }
-    if not files["summary"].is_file():
-        raise LoadTestError(f"locust exited with {process.returncode} and wrote no report "
-                            f"(console {log_path}):\n{output[-3000:]}")
-    summary = json.loads(files["summary"].read_text())
-    verdict = Verdict(**summary.pop("sla")) if "sla" in summary else test.sla.check(summary)
-    return LoadTestResult(exit_code=process.returncode, summary=summary, verdict=verdict, wall_s=wall,
-                          generator_cpu_s=usage.ru_utime + usage.ru_stime, files=files, output=output[-3000:])
+    return RunningLoadTest(test, process, watchdog, began, log_path)
+
+
+@dataclass
+class RunningLoadTest:
+    test: LoadTest
+    process: subprocess.Popen
+    watchdog: threading.Timer
+    began: float
+    log_path: Path
+
+    def stop(self) -> None:
+        """Ask Locust to finish now (SIGTERM: it stops its users and writes its reports, as at --run-time)."""
+        if self.process.returncode is None:
+            try:
+                os.kill(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def wait(self) -> LoadTestResult:
+        test = self.test
+        try:
+            _, status, usage = os.wait4(self.process.pid, 0)  # wait4: this child's own CPU time
+        finally:
+            self.watchdog.cancel()
+        self.process.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.monotonic() - self.began
+        output = self.log_path.read_text(errors="replace")
+        prefix = test.out_dir / test.name
+        files = {
+            "summary": Path(f"{prefix}_summary.json"), "timeline": Path(f"{prefix}_timeline.csv"),
+            "requests": Path(f"{prefix}_requests.csv"), "plot": Path(f"{prefix}_latency.png"),
+            "html": Path(f"{prefix}_report.html"), "stats": Path(f"{prefix}_stats.csv"),
+            "history": Path(f"{prefix}_stats_history.csv"), "console": self.log_path,
+        }
+        if not files["summary"].is_file():
+            raise LoadTestError(f"locust exited with {self.process.returncode} and wrote no report "
+                                f"(console {self.log_path}):\n{output[-3000:]}")
+        summary = json.loads(files["summary"].read_text())
+        verdict = Verdict(**summary.pop("sla")) if "sla" in summary else test.sla.check(summary)
+        return LoadTestResult(exit_code=self.process.returncode, summary=summary, verdict=verdict, wall_s=wall,
+                              generator_cpu_s=usage.ru_utime + usage.ru_stime, files=files, output=output[-3000:])
 
 
 def _kill(process: subprocess.Popen) -> None:

@@ -127,14 +127,48 @@ class Recorder:
         return rows
 
 
+REQUESTS_HEADER = "end_unix_s,latency_ms,error"
+
+
+def write_requests(recorder: Recorder, path: str | Path) -> None:
+    """Every request, one line each: when it ended (Unix time), its latency, its error ("" if none).
+
+    What lets a run be cut into time windows afterwards (the hot swap judges its switch windows on
+    these when Locust drives the traffic, sessionrec.reliability.locust_load).
+    """
+    ends, latencies, failed = recorder.arrays()
+    with open(path, "w") as out:
+        out.write(REQUESTS_HEADER + "\n")
+        for i in range(ends.size):
+            error = recorder.error_texts.get(i, "failed") if failed[i] else ""
+            out.write(f"{ends[i]:.6f},{latencies[i]:.3f},{_csv_text(error)}\n")
+
+
+def read_requests(path: str | Path) -> list[tuple[float, float, str | None]]:
+    """(end_unix_s, latency_ms, error or None) of every request in a write_requests file."""
+    rows = []
+    with open(path) as lines:
+        if next(lines).strip() != REQUESTS_HEADER:
+            raise ValueError(f"{path}: not a requests file (first line must be {REQUESTS_HEADER!r})")
+        for line in lines:
+            end, latency, error = line.rstrip("\n").split(",", 2)
+            rows.append((float(end), float(latency), error or None))
+    return rows
+
+
+def _csv_text(text: str) -> str:
+    return " ".join(text.replace(",", ";").split())  # one field, one line
+
+
 def write_reports(recorder: Recorder, sla: SLA | None, prefix: str | Path, title: str = "") -> dict:
-    """<prefix>_summary.json, <prefix>_timeline.csv, <prefix>_latency.png; returns the summary."""
+    """<prefix>_summary.json, _timeline.csv, _requests.csv, _latency.png; returns the summary."""
     prefix = str(prefix)
     summary = recorder.summary(extra_percentiles=(sla.percentile,) if sla else ())
     if sla is not None:
         summary["sla"] = asdict(sla.check(summary))
     rows = recorder.timeline()
     Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+    write_requests(recorder, f"{prefix}_requests.csv")
     with open(f"{prefix}_timeline.csv", "w") as out:
         out.write("t_s,rps,failures_per_s,p50_ms,p95_ms,p99_ms\n")
         for row in rows:

@@ -3,9 +3,11 @@
     report = run_hotswap(HotSwapPlan(repository, next_checkpoint=ckpt, data=sample), log=print)
     report["verdict"]["passed"]
 
-One embedded server over `repository`; open-loop traffic (sessionrec.reliability.load) replays the
-canary requests of every version involved and checks each answer. Phases, each a time window whose
-requests are summarised on their own:
+One embedded server over `repository`; open-loop traffic drives it throughout, from one of two drivers
+(`driver`): "generator" (sessionrec.reliability.load: replays the canary requests of every version
+involved and checks each answer against them) or "locust" (the project's Locust load test, open loop,
+replaying real sessions click by click; it checks each answer's shape, not its items). Phases, each
+a time window whose requests are summarised on their own:
 
     steady     before anything changes: the reference p99
     export     `sessionrec export` of `next_checkpoint` on the same machine (CPU-heavy, no switch yet)
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from sessionrec.reliability.load import Load, canary_probes
+from sessionrec.reliability.locust_load import LocustLoad
 from sessionrec.reliability.procs import cpu_ms, stub_pids
 
 
@@ -50,6 +53,8 @@ class HotSwapPlan:
     export_threads: int = 1  # torch threads of the export (it shares the cores with the server)
     export_options: dict = field(default_factory=lambda: {"quality_sessions": 500, "parity_sessions": 200})
     log_file: Path | None = None  # tritonserver log
+    driver: str = "generator"  # the traffic: "generator" (canary answers checked) or "locust"
+    locust_out: Path | None = None  # Locust's reports (default: <repository>/../locust)
     server_args: tuple[str, ...] = ()  # extra tritonserver flags
 
 
@@ -73,8 +78,8 @@ def run_hotswap(plan: HotSwapPlan, log: Callable[[str], None] = lambda s: None) 
         # Probes answerable by the first version now; each new version's canaries join once it exists
         # (Load reads `probes` on every request, so the list may change while traffic runs).
         probes = canary_probes(repository, [first])
-        with Load(server.grpc_url, probes, rate=plan.rate) as load:
-            log(f"serving version {first}; {plan.rate:g} requests/s")
+        with _traffic(plan, server.grpc_url, probes) as load:
+            log(f"serving version {first}; {plan.rate:g} requests/s from the {plan.driver}")
             time.sleep(plan.steady_s + 1.0)
             windows["steady"] = (load.started + 1.0, load.now())
 
@@ -132,6 +137,10 @@ def run_hotswap(plan: HotSwapPlan, log: Callable[[str], None] = lambda s: None) 
     if plan.rollback:
         checks["rolled_back"] = final_version == first
     in_switches = [phases[p] for p in judged]
+    extra = {}
+    if isinstance(load, LocustLoad):
+        extra["locust"] = {"generator_cpu_s": round(load.result.generator_cpu_s, 2),
+                           "files": {k: str(v) for k, v in load.result.files.items()}}
     return {
         "plan": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(plan).items()},
         "phases": {name: {**stats.as_dict(), "over_bound": slow[name]} for name, stats in phases.items()},
@@ -144,7 +153,19 @@ def run_hotswap(plan: HotSwapPlan, log: Callable[[str], None] = lambda s: None) 
         "stubs_started": started,
         "server_events": server_events,
         "verdict": {"passed": all(checks.values()), **checks},
+        **extra,
     }
+
+
+def _traffic(plan: HotSwapPlan, url: str, probes: list) -> Load | LocustLoad:
+    if plan.driver == "generator":
+        return Load(url, probes, rate=plan.rate)
+    if plan.driver == "locust":
+        from sessionrec.load_tests.runner import sessions_for
+
+        out = Path(plan.locust_out or Path(plan.repository).parent / "locust")
+        return LocustLoad(url, sessions_for(plan.data, out), out_dir=out, rate=plan.rate)
+    raise ValueError(f"unknown traffic driver {plan.driver!r}: 'generator' or 'locust'")
 
 
 def markdown(report: dict) -> str:

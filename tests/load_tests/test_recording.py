@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sessionrec.load_tests.sessions import SessionWalk, load_sessions, read_replay_file, write_replay_file
-from sessionrec.load_tests.sla import SLA, Recorder, write_reports
+from sessionrec.load_tests.sla import SLA, Recorder, read_requests, write_reports
 
 
 def test_sessions_from_a_click_log_are_the_test_split_in_raw_ids(sample_path, sample_dataset, tmp_path):
@@ -76,3 +76,18 @@ def test_reports_are_written(tmp_path):
     rows = (tmp_path / "run_timeline.csv").read_text().splitlines()
     assert rows[0].startswith("t_s,rps") and len(rows) == 1 + 3  # 3.25 s: the last quarter second is dropped
     assert (tmp_path / "run_latency.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_request_is_written_and_read_back(tmp_path):
+    recorder = _recorder([1.5, 2.25, 3.0], failed_at={1})
+    recorder.error_texts[1] = "RecommendError: UNAVAILABLE, connection refused\nretry later"
+    write_reports(recorder, None, tmp_path / "run")
+    rows = read_requests(tmp_path / "run_requests.csv")
+    ends, latencies, _ = recorder.arrays()
+    assert [r[0] for r in rows] == pytest.approx(list(ends), abs=1e-6)
+    assert [r[1] for r in rows] == pytest.approx([1.5, 2.25, 3.0])
+    assert rows[0][2] is None and rows[2][2] is None
+    assert rows[1][2] == "RecommendError: UNAVAILABLE; connection refused retry later"  # one field, one line
+    (tmp_path / "other.csv").write_text("t_s,rps\n")
+    with pytest.raises(ValueError, match="not a requests file"):
+        read_requests(tmp_path / "other.csv")

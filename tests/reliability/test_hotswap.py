@@ -82,3 +82,22 @@ def test_export_swap_and_rollback_under_steady_load(fresh_repository, trained_ch
     # reload every version). A rollback is a repin: no stub starts.
     assert report["stubs_started"]["swap"]["stubs"] == 1, report["stubs_started"]
     assert report["stubs_started"]["rollback"]["stubs"] == 0, report["stubs_started"]
+
+
+def test_swap_and_rollback_while_locust_drives_the_traffic(fresh_repository, trained_checkpoint, sample_path, tmp_path):
+    # The wording: Locust (load_tests/locustfile.py, open loop, real sessions click by click)
+    # drives steady traffic while a new version is exported, switched to and rolled back.
+    plan = HotSwapPlan(fresh_repository, next_checkpoint=trained_checkpoint, data=str(sample_path), rate=50,
+                       steady_s=4, settle_s=2, tail_s=1.5, export_options=FAST, log_file=tmp_path / "triton.log",
+                       driver="locust", locust_out=tmp_path / "locust")
+    report = run_hotswap(plan)
+    write_report("hotswap_locust_ci", report)
+    verdict, phases = report["verdict"], report["phases"]
+    assert verdict["every_switch_done"] and verdict["rolled_back"]
+    for name, phase in phases.items():
+        assert phase["failed"] == 0 and phase["wrong"] == 0, (name, phase["failures"])
+    # Locust's own record of every request is what the windows were cut from.
+    requests = (tmp_path / "locust" / "locust_requests.csv").read_text().splitlines()
+    assert len(requests) - 1 >= report["total"]["requests"] > 0.8 * 50 * report["total"]["seconds"]
+    assert report["switches"]["requests"] > 100 and report["locust"]["generator_cpu_s"] > 0
+    assert report["stubs_started"]["swap"]["stubs"] == 1
