@@ -11,7 +11,8 @@ INPUTS = ("session_embedding", "items", "fallback", "K", "EXCLUDE_SEEN")
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.retriever = load_retriever(io.version_dir(args))
+        # FAISS is imported and the index read at the lowest CPU priority: a switch leaves the cores to serving.
+        self.retriever = io.load_at_low_priority(lambda: load_retriever(io.version_dir(args)))
         self.dtypes = io.output_dtypes(args, pb_utils)
         self.retriever.warm_up(io.max_batch_size(args))  # here, on the serving thread
 

@@ -13,7 +13,9 @@ from sessionrec.serving.artifacts import load_encoder
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.encoder = load_encoder(io.version_dir(args), threads=int(io.parameter(args, "intra_op_threads", "1")))
+        threads = int(io.parameter(args, "intra_op_threads", "1"))
+        # onnxruntime is imported and the session built at the lowest CPU priority (serving keeps the cores).
+        self.encoder = io.load_at_low_priority(lambda: load_encoder(io.version_dir(args), threads=threads))
         self.dtypes = io.output_dtypes(args, pb_utils)
 
     def execute(self, requests):

@@ -6,21 +6,30 @@ retrieval/<N>), each verified against its manifest's checksums, and answers the 
 
 import triton_python_backend_utils as pb_utils
 
-from sessionrec.serving import triton_io as io
-from sessionrec.serving.pipeline import LocalPipeline, PipelineRequest
+from sessionrec.serving import triton_io as io  # light: the heavy imports happen in load() below
+
+
+def load(root, version: int, threads: int):
+    from sessionrec.serving.pipeline import LocalPipeline  # onnxruntime, FAISS
+
+    return LocalPipeline(root, version, threads=threads)
 
 
 class TritonPythonModel:
     def initialize(self, args):
         root = io.version_dir(args).parent.parent  # <repository>/session_recommender/<N> -> <repository>
         threads = int(io.parameter(args, "intra_op_threads", "1"))
-        self.pipeline = LocalPipeline(root, int(args["model_version"]), threads=threads)
+        # Imports and artifacts at the lowest CPU priority: during a switch the serving stub keeps the cores.
+        self.pipeline = io.load_at_low_priority(lambda: load(root, int(args["model_version"]), threads))
         self.pipeline.warm_up(io.max_batch_size(args))  # here, on the serving thread
+        from sessionrec.serving.pipeline import PipelineRequest  # imported by load() already
+
+        self.request = PipelineRequest
         self.dtypes = io.output_dtypes(args, pb_utils)
 
     def execute(self, requests):
         # Triton rejects a request missing a required input before it gets here.
-        batch = [PipelineRequest(*(io.input_array(pb_utils, r, name) for name in ("ITEMS", "K", "EXCLUDE_SEEN")))
+        batch = [self.request(*(io.input_array(pb_utils, r, name) for name in ("ITEMS", "K", "EXCLUDE_SEEN")))
                  for r in requests]
         responses = []
         for answer in self.pipeline.recommend_many(batch):

@@ -6,9 +6,14 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 def version_dir(args: dict) -> Path:
@@ -48,3 +53,51 @@ def input_array(pb_utils, request, name: str) -> np.ndarray:
     if tensor is None:
         raise KeyError(name)
     return tensor.as_numpy()
+
+
+# Niceness of the thread that imports and loads a python step (19: the lowest CPU priority; 0: off).
+# From the server's environment, so an operator can turn it off without a new export.
+LOAD_NICENESS_ENV = "SESSIONREC_LOAD_NICENESS"
+
+
+def load_niceness() -> int:
+    value = os.environ.get(LOAD_NICENESS_ENV, "19")
+    try:
+        return min(19, max(0, int(value)))
+    except ValueError:
+        raise ValueError(f"{LOAD_NICENESS_ENV}={value!r}: expected an integer 0..19") from None
+
+
+def load_at_low_priority(load: Callable[[], T], niceness: int | None = None) -> T:
+    """Run `load()` in a short-lived thread at a low CPU priority; return (or raise) what it does.
+
+    A new version's stub starts while the serving stub answers live traffic on the same cores. Its
+    imports (onnxruntime, FAISS) and artifact loading are most of its start-up CPU, so `load` should
+    do them: model.py imports only this module at the top. Linux keeps a nice value per thread, and
+    any thread may lower its own priority, but an unprivileged process cannot raise it back: so the
+    loading runs in a thread of its own, and the stub's main thread, which serves, keeps its priority.
+    Nothing `load` starts may keep threads that serve later (they would inherit the priority): the
+    encoder runs on the calling thread (ONNX Runtime intra-op 1), and FAISS's OpenMP workers belong
+    to the thread that started them (libgomp keeps a pool per thread), which ends here. Warm-ups go
+    on the serving thread afterwards: they size its memory and its own OpenMP pool.
+    """
+    niceness = load_niceness() if niceness is None else niceness
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            if niceness > 0:
+                try:
+                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+                except (OSError, AttributeError):  # not Linux, or not permitted: load at normal priority
+                    pass
+            outcome["value"] = load()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="sessionrec-load", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]

@@ -1,5 +1,7 @@
 """End to end: the real tritonserver answers exactly what the PyTorch model answers."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -124,3 +126,29 @@ def test_three_step_layout_answers_the_same(fresh_repository, reference, tmp_pat
             result = infer_recommend(client, items, 20, False)
             assert result.as_numpy("ITEM_IDS")[0].tolist() == ids.tolist()
             np.testing.assert_allclose(result.as_numpy("SCORES")[0], scores, atol=1e-3)
+
+
+def test_no_stub_thread_serves_at_low_priority(embedded_server, client, reference):
+    # Stubs import and load in a thread at niceness 19 (sessionrec.serving.triton_io.load_at_low_priority).
+    # A thread started meanwhile keeps that priority (onnxruntime's import starts one that stays idle):
+    # none of them may do any of the serving, or requests would wait behind everything else.
+    from sessionrec.reliability.procs import python_stubs
+
+    def threads() -> dict[str, tuple[int, int]]:
+        found = {}
+        for pid in (p for pids in python_stubs(embedded_server.server.pid).values() for p in pids):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                found[f"{pid}/{task.name}"] = (int(fields[16]), int(fields[11]) + int(fields[12]))  # nice, CPU ticks
+        return found
+
+    for items, _, _ in reference[:5]:
+        infer_recommend(client, items, 20, False)  # whatever the first requests start exists now
+    before = threads()
+    assert before and any(nice == 0 for nice, _ in before.values())
+    for items, _, _ in reference[:200]:
+        infer_recommend(client, items, 20, False)
+    after = threads()
+    serving = {name for name in after if after[name][1] > before.get(name, (0, 0))[1]}
+    assert serving, "no stub thread used CPU for 200 requests?"
+    assert all(after[name][0] == 0 for name in serving), {name: after[name] for name in serving}

@@ -1,10 +1,16 @@
 """Helpers of the python-backend model.py files that run without Triton."""
 
+import ast
 import json
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import faiss
 import numpy as np
+import pytest
 
 from sessionrec.serving import triton_io as io
 from sessionrec.serving.preprocess import IdMap
@@ -36,3 +42,40 @@ def test_model_config_readers():
     assert io.parameter(args, "intra_op_threads", "1") == "2"
     assert io.parameter(args, "missing", "1") == "1"
     assert io.max_batch_size({"model_config": json.dumps({"max_batch_size": 0})}) == 1  # no batching: one
+
+
+def _niceness() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+def test_loading_runs_at_low_priority_and_the_caller_keeps_its_own(monkeypatch):
+    monkeypatch.delenv(io.LOAD_NICENESS_ENV, raising=False)
+    caller = _niceness()
+    loaded_at = io.load_at_low_priority(_niceness)
+    assert loaded_at == max(caller, 19) and _niceness() == caller
+    monkeypatch.setenv(io.LOAD_NICENESS_ENV, "0")  # the operator's way to turn it off
+    assert io.load_at_low_priority(_niceness) == caller
+    monkeypatch.setenv(io.LOAD_NICENESS_ENV, "fast")
+    with pytest.raises(ValueError, match="SESSIONREC_LOAD_NICENESS='fast'"):
+        io.load_at_low_priority(_niceness)
+
+
+def test_loading_errors_reach_the_caller():
+    def broken():
+        raise FileNotFoundError("retrieval/3/index.faiss")
+
+    with pytest.raises(FileNotFoundError, match="index.faiss"):
+        io.load_at_low_priority(broken, niceness=19)
+
+
+@pytest.mark.parametrize("model", ["session_recommender", "retrieval", "session_encoder", "preprocess"])
+def test_model_files_import_nothing_heavy_before_loading(model):
+    # onnxruntime and FAISS are imported inside load_at_low_priority: a model.py's top level runs on
+    # the stub's main thread, the one that serves afterwards, at normal priority.
+    source = (Path(__file__).resolve().parents[2] / "model_repository" / model / "model.py").read_text()
+    imports = [ast.unparse(node) for node in ast.parse(source).body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    imports = [line for line in imports if "triton_python_backend_utils" not in line]  # only inside the stub
+    assert imports
+    code = "\n".join(imports + ["import sys", "print(sorted({'faiss', 'onnxruntime', 'torch'} & set(sys.modules)))"])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
