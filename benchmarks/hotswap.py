@@ -11,7 +11,8 @@ Serves version 1 (the first checkpoint) from the embedded tritonserver, drives o
 (EmbeddedServer.sync, as the watcher does), then `sessionrec rollback`s and switches back; --cycles
 rounds of that. Every
 request is checked against the canary answers of the versions involved. Prints a table per phase and
-writes runs/reliability/hotswap.json; exit status 1 when the verdict fails.
+writes runs/reliability/hotswap.json and a plot of every request's latency (WORK/hotswap.png); exit
+status 1 when the verdict fails.
 See sessionrec/reliability/hotswap.py for the phases and docs/RELIABILITY.md for measured figures.
 """
 
@@ -42,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-arg", action="append", default=[], help="extra tritonserver flag (repeatable)")
     parser.add_argument("--driver", choices=("generator", "locust"), default="generator",
                         help="traffic: the canary-checking generator (default) or the Locust load test")
+    parser.add_argument("--reference", choices=("local", "first"), default="local",
+                        help="steady p99 each switch is held to: the quiet windows just before it (default) "
+                             "or the first steady window (see sessionrec/reliability/hotswap.py)")
+    parser.add_argument("--plot", help="latency-over-time PNG (default: WORK/hotswap.png)")
     parser.add_argument("--no-triton-warmup", action="store_true",
                         help="export without the fused step's model_warmup requests (to measure what they do)")
     args = parser.parse_args(argv)
@@ -64,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = HotSwapPlan(repository, next_checkpoint=second, data=data, rate=args.rate, steady_s=args.steady_seconds,
                        settle_s=args.settle_seconds, rollback=not args.no_rollback, cycles=args.cycles,
                        export_threads=args.export_threads, log_file=work / "tritonserver.log",
-                       server_args=tuple(args.server_arg), driver=args.driver, locust_out=work / "locust")
+                       server_args=tuple(args.server_arg), driver=args.driver, locust_out=work / "locust", reference=args.reference,
+                       plot=Path(args.plot) if args.plot else work / "hotswap.png")
     plan.export_options = {**plan.export_options, "serving": serving}
     report = run_hotswap(plan, log=lambda line: print(line, flush=True))
     path = write_report("hotswap", report)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
 from sessionrec.clients import RetryPolicy
@@ -68,9 +69,11 @@ def test_watcher_swaps_under_load_without_a_failed_request(fresh_repository, tra
 
 def test_export_swap_and_rollback_under_steady_load(fresh_repository, trained_checkpoint, sample_path, tmp_path):
     plan = HotSwapPlan(fresh_repository, next_checkpoint=trained_checkpoint, data=str(sample_path), rate=100,
-                       steady_s=5, settle_s=2, tail_s=1.5, export_options=FAST, log_file=tmp_path / "triton.log")
+                       steady_s=5, settle_s=2, tail_s=1.5, export_options=FAST, log_file=tmp_path / "triton.log",
+                       plot=tmp_path / "hotswap.png")
     report = run_hotswap(plan)
     write_report("hotswap_ci", report)
+    assert (tmp_path / "hotswap.png").read_bytes()[:4] == b"\x89PNG" and report["plot"] == str(tmp_path / "hotswap.png")
     verdict, phases = report["verdict"], report["phases"]
     assert verdict["no_wrong_answer"] and verdict["every_switch_done"] and verdict["rolled_back"]
     for name in ("steady", "export", "swap", "settled", "restored"):
@@ -101,3 +104,20 @@ def test_swap_and_rollback_while_locust_drives_the_traffic(fresh_repository, tra
     assert len(requests) - 1 >= report["total"]["requests"] > 0.8 * 50 * report["total"]["seconds"]
     assert report["switches"]["requests"] > 100 and report["locust"]["generator_cpu_s"] > 0
     assert report["stubs_started"]["swap"]["stubs"] == 1
+
+
+def test_each_switch_is_held_to_the_quiet_windows_just_before_it():
+    from sessionrec.reliability.hotswap import _local_reference
+    from sessionrec.reliability.load import Record
+
+    class Recorded:  # one request per second; its latency in ms is the second it was sent
+        def window(self, since, until):
+            return [Record(float(t), t / 1000) for t in range(int(since), int(until))]
+
+    windows = {"steady": (0, 10), "export 1": (10, 12), "published 1": (12, 14), "swap 1": (14, 16),
+               "settled 1": (16, 21), "rollback 1": (21, 23), "restored 1": (23, 28), "export 2": (28, 30),
+               "published 2": (30, 32), "swap 2": (32, 34)}
+    p99 = lambda values: float(np.percentile(values, 99))  # noqa: E731
+    assert _local_reference(Recorded(), windows, "swap 1") == pytest.approx(p99(list(range(10)) + [12, 13]))
+    assert _local_reference(Recorded(), windows, "rollback 1") == pytest.approx(p99(range(16, 21)))
+    assert _local_reference(Recorded(), windows, "swap 2") == pytest.approx(p99([23, 24, 25, 26, 27, 30, 31]))
