@@ -70,8 +70,9 @@ class LocalPipeline:
         known = self.preprocessor.id_map.raw_ids[1:]
         session = np.resize(known, (1, self.preprocessor.max_len))  # a full-length graph
         k = np.array([[self.retriever.max_k]])  # the deepest search a request may ask for
-        for _ in range(2):
-            self.recommend_many([PipelineRequest(session, k, np.array([[i % 2 == 0]])) for i in range(batch)])
+        with self.retriever.single_threaded():  # the other core stays with the serving version
+            for _ in range(2):
+                self.recommend_many([PipelineRequest(session, k, np.array([[i % 2 == 0]])) for i in range(batch)])
 
     def recommend(self, raw_items, k: int = 20, exclude_seen: bool = False) -> Recommendation:
         request = PipelineRequest(np.asarray(raw_items, dtype=np.int64)[None, :], np.asarray([k]), np.asarray([exclude_seen]))

@@ -7,6 +7,7 @@ dot products the PyTorch model computes (session vector · item vector).
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import faiss
@@ -36,6 +37,7 @@ class Retriever:
     batch_threads_from: int = 16  # sessions in one search
 
     def __post_init__(self) -> None:
+        self._threads_cap: int | None = None  # set while warming up (single_threaded)
         counts = np.asarray(self.popularity, dtype=np.float64)
         counts[0] = -1  # never recommend padding
         self._popular = np.argsort(-counts, kind="stable")[:-1]  # model ids, most clicked first
@@ -63,9 +65,24 @@ class Retriever:
         vectors = np.zeros((batch, dim), dtype=np.float32)
         vectors[:, 0] = 1.0
         items = np.ones((batch, self.max_len), dtype=np.int64)
-        for _ in range(2):
-            self.retrieve(vectors, items, np.zeros(batch, dtype=bool), np.full(batch, self.max_k),
-                          np.arange(batch) % 2 == 0)
+        with self.single_threaded():
+            for _ in range(2):
+                self.retrieve(vectors, items, np.zeros(batch, dtype=bool), np.full(batch, self.max_k),
+                              np.arange(batch) % 2 == 0)
+
+    @contextmanager
+    def single_threaded(self):
+        """Searches inside use one OpenMP thread, whatever their size.
+
+        For the warm-ups: a new version warms up while the serving one answers traffic on the same
+        cores, and its deepest searches on two threads took both of them (the slowest requests of a
+        switch came in those milliseconds, docs/RELIABILITY.md). One core is left to serving.
+        """
+        self._threads_cap = 1
+        try:
+            yield self
+        finally:
+            self._threads_cap = None
 
     def retrieve(self, embeddings, items, fallback, k, exclude_seen) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per row: (raw ids (K,), scores (K,)), best first. items = (B, L) model ids of the session."""
@@ -82,6 +99,8 @@ class Retriever:
         extra = items.shape[1] if exclude.any() else 0  # room for seen items filtered out below
         depth = int(min(k.max() + extra, self.id_map.n_items))
         threads = self.batch_threads if rows >= self.batch_threads_from else self.threads
+        if self._threads_cap is not None:
+            threads = min(threads, self._threads_cap)
         if faiss.omp_get_max_threads() != threads:
             set_threads(threads)
         scores, ids = search(self.index, embeddings, depth)

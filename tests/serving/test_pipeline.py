@@ -45,3 +45,29 @@ def test_retriever_warm_up_searches_the_deepest_batch_and_changes_no_answer(expo
     for (ids_a, scores_a), (ids_b, scores_b) in zip(before, after):
         assert ids_a.tolist() == ids_b.tolist()
         np.testing.assert_allclose(scores_a, scores_b, rtol=1e-6)
+
+
+def test_warm_ups_search_on_one_thread_and_traffic_after_them_on_two(exported_repository, monkeypatch):
+    # A new version warms up while the serving one answers traffic on the same cores: its deepest
+    # searches must leave one core alone; a live batch of 16+ sessions still gets two threads.
+    import faiss
+
+    from sessionrec.serving import retrieval
+
+    seen = []
+    real_search = retrieval.search
+
+    def spy(index, queries, k):
+        seen.append((len(queries), faiss.omp_get_max_threads()))
+        return real_search(index, queries, k)
+
+    monkeypatch.setattr(retrieval, "search", spy)
+    pipeline = LocalPipeline(exported_repository, 1)
+    pipeline.retriever.batch_threads = 2
+    pipeline.warm_up(64)
+    pipeline.retriever.warm_up(64)
+    assert seen and all(threads == 1 for _, threads in seen), seen
+    seen.clear()
+    session = pipeline.preprocessor.id_map.raw_ids[1:6]
+    pipeline.recommend_many([PipelineRequest(session[None, :], np.array([[20]]), np.array([[False]]))] * 32)
+    assert seen == [(32, 2)]
