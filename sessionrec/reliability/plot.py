@@ -47,6 +47,10 @@ def plot_hotswap(records: Sequence[Record], windows: dict[str, tuple[float, floa
         ax.hlines(factor * reference, since - origin, until - origin, color="red", linewidth=1.5,
                   label=None if i else f"bound of each switch: {factor:g}x the steady p99 it is held to")
     ax.set_yscale("log")
+    from matplotlib.ticker import ScalarFormatter
+
+    ax.yaxis.set_major_formatter(ScalarFormatter())  # 2, 5, 10, 20 ms rather than powers of ten
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.set_xlabel("seconds since the load started (request send time)")
     ax.set_ylabel("latency (ms)")
     ax.set_title(title or "hot swap under load", fontsize=10)
