@@ -73,6 +73,8 @@ def run_hotswap(plan: HotSwapPlan, log: Callable[[str], None] = lambda s: None) 
     from sessionrec.export.repository import current_version, rollback
     from sessionrec.serving.embedded import EmbeddedServer
 
+    if plan.reference not in ("local", "first"):
+        raise ValueError(f"reference {plan.reference!r}: 'local' or 'first'")
     repository = Path(plan.repository)
     first = current_version(repository)
     windows: dict[str, tuple[float, float]] = {}

@@ -121,3 +121,8 @@ def test_each_switch_is_held_to_the_quiet_windows_just_before_it():
     assert _local_reference(Recorded(), windows, "swap 1") == pytest.approx(p99(list(range(10)) + [12, 13]))
     assert _local_reference(Recorded(), windows, "rollback 1") == pytest.approx(p99(range(16, 21)))
     assert _local_reference(Recorded(), windows, "swap 2") == pytest.approx(p99([23, 24, 25, 26, 27, 30, 31]))
+
+
+def test_an_unknown_reference_is_refused_before_anything_starts(tmp_path):
+    with pytest.raises(ValueError, match="reference 'last'"):
+        run_hotswap(HotSwapPlan(tmp_path, next_checkpoint=tmp_path / "b.pt", data="", reference="last"))
