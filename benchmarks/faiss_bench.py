@@ -119,8 +119,8 @@ def markdown(rows: list[Row], args, notes: list[str], started: float, load: tupl
         f"build threads {args.build_threads}, query threads {args.threads}",
         f"- queries: {args.tune_queries} to tune nprobe / efSearch to recall@20 >= {args.target_recall}, "
         f"{args.eval_queries} others to measure (random item vectors + noise of half their norm), k=20",
-        f"- latency: wall time of one `index.search` call, median (p50) and p95 over the calls counted; "
-        f"batch 64 is per call of 64 queries",
+        "- latency: wall time of one `index.search` call, median (p50) and p95 over the calls counted; "
+        "batch 64 is per call of 64 queries",
         "",
         "| catalogue | N | kind | parameters | build s | tune s | index MiB | b1 p50 ms | b1 p95 ms "
         "| b64 p50 ms | b64 p95 ms | calls b1/b64 | recall@20 |",

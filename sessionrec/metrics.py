@@ -34,7 +34,6 @@ def topk_from_scores(scores: np.ndarray, k: int) -> np.ndarray:
     items = scores[:, 1:]                                             # (B, N), column j is item j+1
     if np.isnan(items).any():
         raise ValueError("scores contain NaN; a ranking needs a total order")
-    batch = items.shape[0]
 
     part = np.argpartition(-items, k - 1, axis=1)[:, :k]             # (B, k), any order
     part_scores = np.take_along_axis(items, part, axis=1)

@@ -106,8 +106,41 @@ def summarize(records: Sequence[Record], seconds: float) -> Stats:
                  p99_ms=pct(99), max_ms=float(latencies.max()) if latencies.size else float("nan"))
 
 
+class RecordedTraffic:
+    """Recorded outcomes cut into time windows; shared by Load and LocustLoad (locust_load.py).
+
+    Subclasses keep `_rows` (tuples of Record's fields), `started` / `stopped` and `now()` on one
+    clock, and define start() / stop().
+    """
+
+    _rows: list[tuple]
+    started: float
+    stopped: float
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def records(self) -> list[Record]:
+        return [Record(*row) for row in list(self._rows)]
+
+    def window(self, since: float | None = None, until: float | None = None) -> list[Record]:
+        """Records of requests sent in [since, until) (a copy: the list may grow while load runs)."""
+        since = self.started if since is None else since
+        until = float("inf") if until is None else until
+        return [Record(*row) for row in list(self._rows) if since <= row[0] < until]
+
+    def stats(self, since: float | None = None, until: float | None = None) -> Stats:
+        since = self.started if since is None else since
+        end = min(until if until is not None else self.now(), self.stopped or self.now())
+        return summarize(self.window(since, until), max(end - since, 1e-9))
+
+
 @dataclass
-class Load:
+class Load(RecordedTraffic):
     """Traffic in a background thread (its own asyncio loop); use as a context manager or start()/stop().
 
     Args:
@@ -173,12 +206,6 @@ class Load:
         if self._error is not None:
             raise RuntimeError(f"load generator failed: {self._error!r}") from self._error
 
-    def __enter__(self) -> "Load":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     @staticmethod
     def now() -> float:
         return time.monotonic()
@@ -192,11 +219,7 @@ class Load:
             self.gc_pauses.append((self._gc_started, time.monotonic() - self._gc_started))
             self._gc_started = None
 
-    # -- results --------------------------------------------------------------------------------
-    @property
-    def records(self) -> list[Record]:
-        return [Record(*row) for row in list(self._rows)]
-
+    # -- results (window, stats, records: RecordedTraffic) -----------------------------------
     def _record(self, start: float, latency_s: float, code: str | None = None, message: str | None = None,
                 wrong: bool = False) -> None:
         self._rows.append((start, latency_s, code, message, wrong))
@@ -214,17 +237,6 @@ class Load:
     def overlapping_gc(self, since: float, until: float) -> float:
         """Seconds of the generator's full garbage collections within [since, until]."""
         return sum(max(0.0, min(until, start + seconds) - max(since, start)) for start, seconds in list(self.gc_pauses))
-
-    def window(self, since: float | None = None, until: float | None = None) -> list[Record]:
-        """Records of requests sent in [since, until) (a copy: the list grows while load runs)."""
-        since = self.started if since is None else since
-        until = float("inf") if until is None else until
-        return [Record(*row) for row in list(self._rows) if since <= row[0] < until]
-
-    def stats(self, since: float | None = None, until: float | None = None) -> Stats:
-        since = self.started if since is None else since
-        end = min(until if until is not None else time.monotonic(), self.stopped or time.monotonic())
-        return summarize(self.window(since, until), max(end - since, 1e-9))
 
     # -- the loop -------------------------------------------------------------------------------
     def _run(self) -> None:

@@ -20,13 +20,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sessionrec.reliability.load import Record, Stats, summarize
+from sessionrec.reliability.load import RecordedTraffic
 
 WRONG = "WrongAnswer"  # the locustfile's exception for an answer of the wrong shape
 
 
 @dataclass
-class LocustLoad:
+class LocustLoad(RecordedTraffic):
     url: str  # gRPC "host:port"
     sessions_file: Path  # replay file (load_tests/sessions.py)
     out_dir: Path  # Locust's reports (requests, timeline, plot, console)
@@ -74,12 +74,6 @@ class LocustLoad:
         self.result = self._running.wait()
         self._rows = self._read(self.result.files["requests"])
 
-    def __enter__(self) -> "LocustLoad":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     @staticmethod
     def now() -> float:
         return time.time()  # Locust records Unix times
@@ -109,18 +103,3 @@ class LocustLoad:
                 code, _, message = error.partition(": ")
             rows.append((end - latency_ms / 1000, latency_ms / 1000, code, message, wrong))
         return rows
-
-    # -- results (complete once stopped) ---------------------------------------------------------
-    @property
-    def records(self) -> list[Record]:
-        return [Record(*row) for row in self._rows]
-
-    def window(self, since: float | None = None, until: float | None = None) -> list[Record]:
-        since = self.started if since is None else since
-        until = float("inf") if until is None else until
-        return [Record(*row) for row in self._rows if since <= row[0] < until]
-
-    def stats(self, since: float | None = None, until: float | None = None) -> Stats:
-        since = self.started if since is None else since
-        end = min(until if until is not None else time.time(), self.stopped or time.time())
-        return summarize(self.window(since, until), max(end - since, 1e-9))

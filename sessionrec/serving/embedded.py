@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from sessionrec.clients import (NO_RETRY, AsyncRecommendClient, DeadlineExceeded, InvalidRequest, ModelNotReady,
+from sessionrec.clients import (AsyncRecommendClient, DeadlineExceeded, InvalidRequest, ModelNotReady,
                                 RecommendClient, RetryPolicy, ServerUnavailable)
 from sessionrec.export.repository import current_version
 from sessionrec.serving.launcher import TritonServer, free_ports

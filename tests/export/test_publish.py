@@ -1,10 +1,7 @@
 """Per-retrain lifecycle on a real server: new versions, refused exports, interruption, corruption, rollback."""
 
-import json
-import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
