@@ -144,6 +144,10 @@ class RunningLoadTest:
             except ProcessLookupError:
                 pass
 
+    def exited(self) -> bool:
+        """Whether Locust has ended, without reaping it (wait() still collects its CPU time)."""
+        return os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
     def wait(self) -> LoadTestResult:
         test = self.test
         try:

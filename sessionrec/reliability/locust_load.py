@@ -56,8 +56,8 @@ class LocustLoad(RecordedTraffic):
         # server has answered its first requests, not when the process started.
         deadline = time.monotonic() + self.start_timeout_s
         while self._served() <= before:
-            if self._running.process.poll() is not None:
-                self._running.wait()  # raises LoadTestError with Locust's output
+            if self._running.exited():
+                self._running.wait()  # raises LoadTestError with Locust's output when it wrote no report
                 raise RuntimeError(f"locust exited before sending a request: {self._running.log_path}")
             if time.monotonic() > deadline:
                 self.stop()

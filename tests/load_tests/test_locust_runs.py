@@ -57,3 +57,28 @@ def test_wrong_answers_and_errors_are_failures(embedded_server, sample_path, tmp
                  "--run-time", "2", "--k", "100000", "--out", str(tmp_path)])
     printed = capsys.readouterr().out
     assert code == 1 and "failed requests" in printed and "InvalidRequest" in printed
+
+
+
+def test_a_locust_that_ends_early_is_seen_without_being_reaped(tmp_path):
+    # LocustLoad polls exited() while it waits for the first requests; wait() must still collect the
+    # process (its CPU time, its report) afterwards, and say so when there is no report.
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from sessionrec.load_tests.runner import LoadTest, LoadTestError, RunningLoadTest
+
+    test = LoadTest(host="127.0.0.1:9", sessions_file=tmp_path / "s.txt", out_dir=tmp_path, name="early")
+    log = tmp_path / "early_console.log"
+    log.write_text("locust: no such option\n")
+    process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(2)"])
+    running = RunningLoadTest(test, process, threading.Timer(60, lambda: None), time.monotonic(), log)
+    deadline = time.monotonic() + 30
+    while not running.exited():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert running.exited()  # still there to be collected
+    with pytest.raises(LoadTestError, match="(?s)exited with 2 and wrote no report.*no such option"):
+        running.wait()
