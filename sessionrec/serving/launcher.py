@@ -362,11 +362,20 @@ class TritonServer:
             status = _http_status(url)
             # 400 = responding but some model is not ready. Triton opens its endpoints only after the
             # start-up loads finished, so any answer means they are done, failed ones included.
-            if status in (200, 400):
+            # It opens them one after the other (metrics after HTTP): ready once every port accepts,
+            # or a client scraping metrics right after start() found nothing listening.
+            if status in (200, 400) and all(_accepts(host, port) for host, port in self._listeners()):
                 return "ready"
             if time.monotonic() > deadline:
                 return "timeout"
             time.sleep(0.05)
+
+    def _listeners(self) -> list[tuple[str, int]]:
+        """(host, port) a client here reaches each endpoint at; metrics only when not turned off."""
+        found = [(_connect_host(self.address), self.ports["grpc"]), (_connect_host(self.http_address), self.ports["http"])]
+        if "--allow-metrics=false" not in self.extra_args:
+            found.append((_connect_host(self.http_address), self.ports["metrics"]))
+        return found
 
     def _failed_startup_models(self) -> dict[str, str]:
         request = urllib.request.Request(f"{self.http_url}/v2/repository/index", data=b"{}", method="POST")
@@ -564,6 +573,15 @@ def _http_status(url: str) -> int | None:
         return exc.code
     except (urllib.error.URLError, OSError):
         return None  # not listening yet
+
+
+def _accepts(host: str, port: int) -> bool:
+    """Whether a TCP connection to host:port is accepted now."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def _connect_host(address: str) -> str:

@@ -198,6 +198,14 @@ def test_command_line_flags(tmp_path):
     assert "--load-model=*" in TritonServer(tmp_path).command()
 
 
+def test_ready_waits_for_every_endpoint_it_opens(tmp_path):
+    # Triton opens its endpoints one after the other; start() returns once all of them accept.
+    server = TritonServer(tmp_path)
+    assert sorted(port for _, port in server._listeners()) == sorted(server.ports.values())
+    no_metrics = TritonServer(tmp_path, extra_args=["--allow-metrics=false"])
+    assert [port for _, port in no_metrics._listeners()] == [no_metrics.ports["grpc"], no_metrics.ports["http"]]
+
+
 # ------------------------------------------------------------------ one shared server
 
 
