@@ -50,19 +50,25 @@ class LocustLoad(RecordedTraffic):
         test = LoadTest(host=self.url, sessions_file=Path(self.sessions_file), out_dir=Path(self.out_dir),
                         users=self.users, run_time_s=self.max_run_s, arrival_rate=self.rate,
                         deadline_s=self.deadline_s, name="locust")
-        before = self._served()
-        self._running = start_load_test(test)
-        # Locust takes a second or two to import and spawn its users: the load starts when the
-        # server has answered its first requests, not when the process started.
-        deadline = time.monotonic() + self.start_timeout_s
-        while self._served() <= before:
-            if self._running.exited():
-                self._running.wait()  # raises LoadTestError with Locust's output when it wrote no report
-                raise RuntimeError(f"locust exited before sending a request: {self._running.log_path}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"locust sent nothing within {self.start_timeout_s:g} s: {self._running.log_path}")
-            time.sleep(0.05)
+        import tritonclient.grpc as grpcclient
+
+        client = grpcclient.InferenceServerClient(self.url)  # one channel for every poll below
+        try:
+            before = self._served(client)
+            self._running = start_load_test(test)
+            # Locust takes a second or two to import and spawn its users: the load starts when the
+            # server has answered its first requests, not when the process started.
+            deadline = time.monotonic() + self.start_timeout_s
+            while self._served(client) <= before:
+                if self._running.exited():
+                    self._running.wait()  # raises LoadTestError with Locust's output when it wrote no report
+                    raise RuntimeError(f"locust exited before sending a request: {self._running.log_path}")
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"locust sent nothing within {self.start_timeout_s:g} s: {self._running.log_path}")
+                time.sleep(0.05)
+        finally:
+            client.close()
         self.started = time.time()
         return self
 
@@ -78,15 +84,10 @@ class LocustLoad(RecordedTraffic):
     def now() -> float:
         return time.time()  # Locust records Unix times
 
-    def _served(self) -> int:
+    @staticmethod
+    def _served(client) -> int:
         """Requests the ensemble has executed so far (Triton's statistics API)."""
-        import tritonclient.grpc as grpcclient
-
-        client = grpcclient.InferenceServerClient(self.url)
-        try:
-            stats = client.get_inference_statistics("recommend", as_json=True)
-        finally:
-            client.close()
+        stats = client.get_inference_statistics("recommend", as_json=True)
         return sum(int(m.get("inference_stats", {}).get("success", {}).get("count", 0))
                    for m in stats.get("model_stats", []))
 

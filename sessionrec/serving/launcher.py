@@ -182,7 +182,7 @@ def server_environment(venv_python: str | Path = sys.executable) -> dict[str, st
     libs = [interpreter.libdir, os.path.join(interpreter.purelib, "nvidia_pytriton.libs")]
     libs += [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
     env["LD_LIBRARY_PATH"] = os.pathsep.join(dict.fromkeys(p for p in libs if p))  # ordered, no repeats
-    # numpy's OpenBLAS starts a thread per core at import and they spin: ~110 of the ~250 ms of CPU a
+    # numpy's OpenBLAS starts a thread per core at import and they spin: ~100 of the ~230 ms of CPU a
     # python stub takes to start here, spent while a hot swap shares the cores with live traffic
     # (docs/RELIABILITY.md). Nothing on the serving path uses numpy's BLAS (the encoder is ONNX
     # Runtime, retrieval is FAISS with its own OpenMP threads), so one thread costs nothing.

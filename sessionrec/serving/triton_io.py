@@ -79,7 +79,7 @@ def load_at_low_priority(load: Callable[[], T], niceness: int | None = None) -> 
     Nothing `load` starts may keep threads that serve later (they would inherit the priority): the
     encoder runs on the calling thread (ONNX Runtime intra-op 1), and FAISS's OpenMP workers belong
     to the thread that started them (libgomp keeps a pool per thread), which ends here. Warm-ups go
-    on the serving thread afterwards: they size its memory and its own OpenMP pool.
+    on the serving thread afterwards: they size its memory (malloc keeps per-thread arenas).
     """
     niceness = load_niceness() if niceness is None else niceness
     outcome: dict = {}
