@@ -104,10 +104,18 @@ def _tensors(target, spec, ragged: bool = False) -> None:
             tensor.allow_ragged_batch = True
 
 
+PROBE_PRIORITY, PRIORITY_LEVELS = 1, 2  # probes ask for level 1; traffic gets the default, level 2
+
+
 def _common(config: mc.ModelConfig, cfg: ServingConfig, delay_us: int | None = None) -> None:
     config.max_batch_size = cfg.max_batch_size
     config.dynamic_batching.max_queue_delay_microseconds = cfg.queue_delay_us if delay_us is None else delay_us
     config.version_policy.latest.num_versions = cfg.versions_kept
+    if config.backend == "python":
+        # Two priority levels: the chart's liveness probe sends level 1, so it overtakes queued
+        # traffic and overload alone never restarts a pod; requests without a priority get level 2.
+        config.dynamic_batching.priority_levels = PRIORITY_LEVELS
+        config.dynamic_batching.default_priority_level = PRIORITY_LEVELS
 
 
 def _instances(config: mc.ModelConfig, count: int, kind=mc.ModelInstanceGroup.KIND_CPU) -> None:
@@ -130,11 +138,12 @@ def preprocess_config(cfg: ServingConfig, gpu: bool = False) -> mc.ModelConfig:
 
 def encoder_config(cfg: ServingConfig, gpu: bool = False) -> mc.ModelConfig:
     config = mc.ModelConfig(name="session_encoder")
+    if not gpu:
+        config.backend = "python"  # model.py runs model.onnx in onnxruntime (sessionrec.serving.encoder)
     _common(config, cfg, delay_us=2 * cfg.queue_delay_us if gpu else None)
     _tensors(config.input, GRAPH)
     _tensors(config.output, ENCODER_OUTPUTS)
     if not gpu:
-        config.backend = "python"  # model.py runs model.onnx in onnxruntime (sessionrec.serving.encoder)
         _instances(config, cfg.encoder_instances)
         return config
     config.platform = "onnxruntime_onnx"
@@ -147,12 +156,15 @@ def encoder_config(cfg: ServingConfig, gpu: bool = False) -> mc.ModelConfig:
         "trt_engine_cache_enable": "true",
         "trt_engine_cache_path": cfg.trt_engine_cache,
     })
-    # Warm up at the served shape so TensorRT builds (or loads from cache) before traffic arrives.
-    warm = config.model_warmup.add(name="empty_sessions", batch_size=cfg.max_batch_size)
-    for name, dtype, dims in GRAPH:
-        sample = warm.inputs[name]
-        sample.data_type, sample.zero_data = dtype, True
-        sample.dims.extend([cfg.max_len] * len(dims))
+    # Warm up at the served shapes, batch 1 (a lone request at low load) and the largest batch, so
+    # TensorRT builds (or loads from the cache) the engines for both ends of the range before
+    # traffic arrives and no engine is built inside a live request.
+    for name, batch in (("one_session", 1), ("largest_batch", cfg.max_batch_size)):
+        warm = config.model_warmup.add(name=name, batch_size=batch)
+        for tensor, dtype, dims in GRAPH:
+            sample = warm.inputs[tensor]
+            sample.data_type, sample.zero_data = dtype, True
+            sample.dims.extend([cfg.max_len] * len(dims))
     return config
 
 

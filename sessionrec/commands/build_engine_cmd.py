@@ -6,6 +6,9 @@ which `tritonserver --model-config-name=tensorrt` serves instead of the ONNX con
 the GPU node that will serve the plan, in the image Triton runs from (the Helm chart's build-engine
 init container does): plans load only with the TensorRT version and GPU architecture that built them.
 A plan that plan.json shows was built here with the same settings is kept (--force rebuilds it).
+With --engine-cache DIR (a persistent volume), a plan stored there for the same ONNX file, GPU
+product and TensorRT version is reused after the same checks, a new plan is stored there, and the
+timing cache defaults to one per GPU product and TensorRT version in DIR.
 L is the manifest's model_config.max_len (or --max-len when the version has no manifest).
 
 Example: sessionrec build-engine --repository /models --version latest --max-batch 128
@@ -17,6 +20,7 @@ import argparse
 import json
 import sys
 
+from sessionrec.export import engine_store
 from sessionrec.export.tensorrt import (
     DEFAULT_QUEUE_DELAY_US,
     DEFAULT_WORKSPACE_BYTES,
@@ -60,6 +64,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--max-batch", type=_positive, default=_DEFAULTS.max_batch, help=f"largest batch; also Triton's max_batch_size (default {_DEFAULTS.max_batch})")
     parser.add_argument("--workspace-gb", type=float, default=DEFAULT_WORKSPACE_BYTES / 2**30, help="cap on TensorRT's scratch memory while building (default %(default)g)")
     parser.add_argument("--timing-cache", metavar="FILE", help="TensorRT timing cache to read and update (a persistent path makes rebuilds on the same GPU fast)")
+    parser.add_argument("--engine-cache", metavar="DIR", help="persistent plan store shared by pods: reuse a plan built for this ONNX file, GPU product and TensorRT version, store new ones, keep timing caches")
     parser.add_argument("--instance-count", type=_positive, default=1, help="Triton instances of the plan per GPU (default 1)")
     parser.add_argument("--queue-delay-us", type=int, default=DEFAULT_QUEUE_DELAY_US, help="dynamic batcher's max queue delay (default %(default)s)")
     parser.add_argument("--force", action="store_true", help="rebuild even if plan.json shows a plan built here with these settings")
@@ -99,16 +104,29 @@ def run(args) -> int:
         print("plan loads here" if not problems else f"{plan_path}: would not load or is stale here")
         return EXIT_PROBLEMS if problems else EXIT_OK
 
-    problems = ["--force"] if args.force else check_plan_compatible(plan_json, current_runtime(), profile, args.fp16)
+    runtime = current_runtime()
+    problems = ["--force"] if args.force else check_plan_compatible(plan_json, runtime, profile, args.fp16)
+    restored = False
+    if problems and not args.force and args.engine_cache and engine_store.restore(args.engine_cache, onnx_path, plan_path, runtime):
+        problems = check_plan_compatible(plan_json, runtime, profile, args.fp16)
+        restored = not problems
+        if problems:
+            print(f"stored plan not usable ({'; '.join(problems)}): building", file=sys.stderr)
     if problems:
+        timing = args.timing_cache
+        if timing is None and args.engine_cache:
+            timing = engine_store.timing_cache_path(args.engine_cache, runtime)
+            timing.parent.mkdir(parents=True, exist_ok=True)
         metadata = build_engine(
             onnx_path, plan_path, profile, fp16=args.fp16,
-            workspace_bytes=int(args.workspace_gb * 2**30), timing_cache=args.timing_cache,
+            workspace_bytes=int(args.workspace_gb * 2**30), timing_cache=timing,
         )
+        if args.engine_cache:
+            engine_store.save(args.engine_cache, onnx_path, plan_path, runtime)
     else:
         metadata = json.loads(plan_json.read_text())
     write_atomic(config_path, config_text.encode())
-    print(json.dumps({"built": bool(problems), "plan": str(plan_path), "config": str(config_path),
+    print(json.dumps({"built": bool(problems), "from_engine_cache": restored, "plan": str(plan_path), "config": str(config_path),
                       "tensorrt_version": metadata["tensorrt_version"], "gpu": metadata["gpu"],
                       "build_seconds": metadata["build_seconds"]}, indent=2))
     return EXIT_OK

@@ -82,12 +82,15 @@ def test_writable_paths_are_volumes(rendered, scenario):
 @pytest.mark.parametrize("scenario", ALL)
 def test_triton_probes(rendered, scenario):
     container = triton(rendered[scenario])
-    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/models/recommend/ready", "port": "http"}
-    # Liveness is one real inference: a dead python stub leaves /v2/health/live green.
-    script = container["livenessProbe"]["exec"]["command"][2]
-    assert "curl" in script and "127.0.0.1:8000/v2/models/recommend/infer" in script
-    request = {e["name"]: e["value"] for e in container["env"] if "value" in e}["SESSIONREC_PROBE_REQUEST"]
-    assert [i["name"] for i in json.loads(request)["inputs"]] == ["ITEMS", "K", "EXCLUDE_SEEN"]
+    # Readiness: the ensemble is ready and every python step answers at normal priority.
+    ready = container["readinessProbe"]["exec"]["command"][2]
+    assert "127.0.0.1:8000/v2/models/recommend/ready" in ready and "/tmp/sessionrec-probe/*.ready.json" in ready
+    # Liveness: a real inference per python step (a dead stub leaves /v2/health/live green), at
+    # the top priority level, straight to the steps: never through `recommend` (the SLO series).
+    live = container["livenessProbe"]["exec"]["command"][2]
+    assert "/tmp/sessionrec-probe/*.live.json" in live and "/v2/models/$step/infer" in live
+    assert "recommend" not in live
+    assert container["livenessProbe"]["timeoutSeconds"] > container["readinessProbe"]["timeoutSeconds"]
     startup = container["startupProbe"]
     assert startup["httpGet"]["path"] == "/v2/health/live"
     # Long enough for model loading plus first-load engine builds.
@@ -95,11 +98,17 @@ def test_triton_probes(rendered, scenario):
 
 
 @pytest.mark.parametrize("scenario", ALL)
-def test_triton_loads_models_explicitly(rendered, scenario):
-    args = triton(rendered[scenario])["args"]
-    assert "--model-control-mode=explicit" in args
-    assert "--load-model=*" in args
-    assert not any("poll" in arg for arg in args)
+def test_triton_loads_the_prepared_models_and_refuses_model_control(rendered, scenario):
+    container = triton(rendered[scenario])
+    args = container["args"]
+    # The image's entrypoint runs the args (NGC's driver check, CUDA forward compatibility).
+    assert "command" not in container and args[0] == "tritonserver"
+    assert "--model-control-mode=none" in args
+    assert not any(arg.startswith("--load-model") or "poll" in arg for arg in args)
+    restricted = "shared-memory,model-repository,trace,logging:sessionrec-admin=$(SESSIONREC_ADMIN_KEY)"
+    assert f"--http-restricted-api={restricted}" in args and f"--grpc-restricted-protocol={restricted}" in args
+    key = {e["name"]: e for e in container["env"]}["SESSIONREC_ADMIN_KEY"]
+    assert key["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.uid"}}  # known to nobody outside
     assert "--model-repository=/models" in args
     assert "--metrics-config=summary_latencies=true" in args  # the p95 rule needs it
     assert {"--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"} <= set(args)
@@ -111,7 +120,11 @@ def test_ports_and_services(rendered, scenario):
     ports = {port["name"]: port["containerPort"] for port in triton(docs)["ports"]}
     assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
     main = one(docs, "Service", FULLNAME)
-    assert {p["name"]: p["port"] for p in main["spec"]["ports"]} == ports
+    # Serving ports only: a public LoadBalancer on the main Service never exposes metrics.
+    assert {p["name"]: p["port"] for p in main["spec"]["ports"]} == {"http": 8000, "grpc": 8001}
+    metrics = one(docs, "Service", f"{FULLNAME}-metrics")
+    assert metrics["spec"]["type"] == "ClusterIP"
+    assert {p["name"]: p["port"] for p in metrics["spec"]["ports"]} == {"metrics": 8002}
     headless = one(docs, "Service", f"{FULLNAME}-headless")
     assert headless["spec"]["clusterIP"] == "None"
     assert {p["name"] for p in headless["spec"]["ports"]} >= {"grpc", "http"}
@@ -128,8 +141,8 @@ def test_only_server_pods_match_the_selector(rendered, scenario):
     assert selector.items() <= template_labels.items()
     for pod in find(docs, "Pod"):
         assert not selector.items() <= pod["metadata"]["labels"].items(), pod["metadata"]["name"]
-    pdb = one(docs, "PodDisruptionBudget")
-    assert pdb["spec"]["selector"]["matchLabels"] == selector
+    for pdb in find(docs, "PodDisruptionBudget"):  # none at one replica
+        assert pdb["spec"]["selector"]["matchLabels"] == selector
 
 
 @pytest.mark.parametrize("scenario", ALL)
@@ -146,7 +159,9 @@ def test_gpu_scheduling(rendered, scenario):
         # Triton serves configs/gpu.pbtxt (or tensorrt.pbtxt with native plans), not the CPU config.pbtxt.
         assert config_flags == [f"--model-config-name={'tensorrt' if engines else 'gpu'}"]
         assert limits[GPU] == 1
-        assert spec["nodeSelector"]["nvidia.com/gpu.present"] == "true"
+        # The GPU request is what lands pods on GPU nodes; a feature-discovery label would leave
+        # them Pending on GKE managed-driver pools and EKS without discovery.
+        assert "nodeSelector" not in spec
         assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
         assert "--allow-gpu-metrics=true" in args
     else:
@@ -162,7 +177,9 @@ def test_gpu_scenario_builds_engines_on_the_node(rendered):
     names = [c["name"] for c in spec["initContainers"]]
     assert names == ["fetch-repository", "prepare-repository", "build-engine"]
     build = spec["initContainers"][-1]
-    assert build["command"] == ["sessionrec", "build-engine", "--repository", "/models", "--version", "latest"]
+    assert "command" not in build  # the TensorRT image's entrypoint runs the args
+    assert build["args"] == ["sessionrec", "build-engine", "--repository", "/models", "--version", "latest",
+                             "--engine-cache=/engine-cache/plans"]
     # Builder and server images come from one NGC release (same TensorRT version).
     release = lambda image: image.rpartition(":")[2].rpartition("-triton")[2]  # noqa: E731
     assert build["image"].startswith("registry.example.com/sessionrec/engine-builder:")
@@ -234,8 +251,8 @@ def test_hpa(rendered):
     assert (spec["minReplicas"], spec["maxReplicas"]) == (2, 6)
     (metric,) = spec["metrics"]
     assert metric["type"] == "Pods"
-    assert metric["pods"]["metric"]["name"] == "sessionrec_queue_compute_ratio"
-    assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "500m"}
+    assert metric["pods"]["metric"]["name"] == "sessionrec_queued_requests"
+    assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "4000m"}
     assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
     assert spec["behavior"]["scaleUp"]["stabilizationWindowSeconds"] == 0
 
@@ -256,7 +273,7 @@ def test_keda(rendered):
     assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"
     assert trigger["metadata"]["threshold"] == "8"
     assert trigger["metadata"]["query"] == (
-        f'sum(sessionrec:pending_requests:sum{{namespace="{NAMESPACE}", '
+        f'sum(sessionrec:pending_requests:avg1m{{namespace="{NAMESPACE}", '
         f'pod=~"{FULLNAME}-[a-z0-9]+-[a-z0-9]+"}})')
     behavior = scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 600
@@ -268,7 +285,7 @@ def test_monitors_scrape_each_pod_once(rendered):
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     services = [s for s in find(rendered["hpa"], "Service")
                 if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
-    assert [s["metadata"]["name"] for s in services] == [FULLNAME]
+    assert [s["metadata"]["name"] for s in services] == [f"{FULLNAME}-metrics"]
     pod_monitor = one(rendered["keda"], "PodMonitor")
     assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
 

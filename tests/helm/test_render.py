@@ -30,13 +30,15 @@ CRD_SCHEMAS = {
 }
 
 # What each scenario must render beyond the always-on objects, and what it must not.
-ALWAYS = {"Deployment", "Service", "ServiceAccount", "PodDisruptionBudget", "Pod"}
+ALWAYS = {"Deployment", "Service", "ServiceAccount", "Pod"}
 EXPECTED = {
-    "cpu": (set(), {"HorizontalPodAutoscaler", "ScaledObject", "PersistentVolumeClaim"}),
+    # One replica: no PodDisruptionBudget (it would protect nothing and block drains).
+    "cpu": (set(), {"HorizontalPodAutoscaler", "ScaledObject", "PersistentVolumeClaim", "PodDisruptionBudget"}),
     "gpu": ({"PersistentVolumeClaim"}, {"HorizontalPodAutoscaler", "ScaledObject"}),
     "hpa": ({"HorizontalPodAutoscaler", "ServiceMonitor", "PrometheusRule", "ConfigMap", "NetworkPolicy"},
             {"ScaledObject", "PodMonitor"}),
-    "keda": ({"ScaledObject", "PodMonitor", "PrometheusRule"}, {"HorizontalPodAutoscaler", "ServiceMonitor"}),
+    "keda": ({"ScaledObject", "PodMonitor", "PrometheusRule"},
+             {"HorizontalPodAutoscaler", "ServiceMonitor", "PodDisruptionBudget"}),  # minReplicas 1
     "pvc": (set(), {"PersistentVolumeClaim"}),  # both claims exist already
     "s3": (set(), {"HorizontalPodAutoscaler"}),
     "gcs": (set(), {"HorizontalPodAutoscaler"}),
@@ -139,10 +141,14 @@ def test_kubernetes_schemas_catch_a_misspelt_field(rendered):
 
 
 def test_default_values_ask_for_the_repository(helm):
-    """Defaults alone cannot deploy (no bucket): the error names the key to set."""
+    """Defaults alone cannot deploy (no bucket): a `required` message says what to set, not a schema error."""
     result = helm.template(check=False)
     assert result.returncode != 0
-    assert "modelRepository" in result.stderr and "uri" in result.stderr
+    assert "modelRepository.s3.uri is required" in result.stderr and "--set modelRepository.s3.uri=s3://" in result.stderr
+    assert "schema" not in result.stderr.lower()
+    for source, key in (("gcs", "modelRepository.gcs.uri"), ("pvc", "modelRepository.pvc.claimName")):
+        result = helm.template(set_values=(f"modelRepository.source={source}",), check=False)
+        assert result.returncode != 0 and f"{key} is required" in result.stderr
 
 
 @pytest.mark.parametrize("assignment, words", [
@@ -179,7 +185,7 @@ def test_optional_objects_are_off_by_default(helm):
     docs = helm.render(set_values=("modelRepository.s3.uri=s3://bucket/repository",))
     kinds = {doc["kind"] for doc in docs}
     assert kinds == {"Deployment", "Service", "ServiceAccount", "PodDisruptionBudget", "Pod"}
-    assert len(find(docs, "Service")) == 2  # main + headless
+    assert len(find(docs, "Service")) == 3  # main + metrics + headless
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
@@ -209,6 +215,6 @@ def test_triton_knows_every_flag_the_chart_passes(rendered):
     known = set(re.findall(r"^\s+(--[a-z-]+)", help_text, re.MULTILINE))
     assert "--model-control-mode" in known
     for scenario, docs in rendered.items():
-        for arg in triton(docs)["args"]:
+        for arg in triton(docs)["args"][1:]:  # args[0] is tritonserver itself
             flag = arg.split("=", 1)[0]
             assert flag in known, f"{scenario}: tritonserver 2.51 has no {flag}"

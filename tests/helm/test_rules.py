@@ -30,7 +30,7 @@ TRITON_METRICS = {
 }
 POD = f"{FULLNAME}-7d9f8c6b5-x2k4q"  # a pod name of this release's Deployment
 OTHER_POD = f"{FULLNAME}-canary-7d9f8c6b5-x2k4q"  # a pod of another release whose name starts alike
-JOB = FULLNAME  # ServiceMonitor job label = Service name
+JOB = f"{FULLNAME}-metrics"  # ServiceMonitor job label = the metrics Service's name
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)")
@@ -46,23 +46,28 @@ def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return result
 
 
-def test_recording_rules_use_triton_metrics_of_the_encoder():
+STEPS = 'model=~"preprocess|session_encoder|retrieval|session_recommender"'
+
+
+def test_recording_rules_use_triton_metrics_of_the_steps():
     rules = records()
     assert set(rules) == {
-        "sessionrec:queue_compute_ratio:rate1m", "sessionrec:pending_requests:sum",
+        "sessionrec:queued_requests:rate1m", "sessionrec:pending_requests:avg1m",
         "sessionrec:request_latency_p95_ms:max", "sessionrec:request_error_ratio:rate5m",
         "sessionrec:requests:rate1m",
     }
-    ratio = rules["sessionrec:queue_compute_ratio:rate1m"]
-    assert 'rate(nv_inference_queue_duration_us{model=~"session_encoder|session_recommender"}[1m])' in ratio
-    assert 'rate(nv_inference_compute_infer_duration_us{model=~"session_encoder|session_recommender"}[1m])' in ratio
+    # Little's law: queue-microseconds per second / 1e6 = requests waiting; 0 at idle, no ratio floor.
+    queued = rules["sessionrec:queued_requests:rate1m"]
+    assert f"rate(nv_inference_queue_duration_us{{{STEPS}}}[1m])) / 1e6" in queued
+    assert "compute" not in queued
+    assert f"avg_over_time(nv_inference_pending_request_count{{{STEPS}}}[1m])" in rules["sessionrec:pending_requests:avg1m"]
     used = set(re.findall(r"\bnv_[a-z_]+", " ".join(rules.values())))
     assert used <= TRITON_METRICS, used - TRITON_METRICS
 
 
 def test_adapter_rules_serve_the_recorded_series_under_the_hpa_names():
     custom = {rule["name"]["as"]: rule for rule in ADAPTER["rules"]["custom"]}
-    assert set(custom) == {"sessionrec_queue_compute_ratio", "sessionrec_pending_requests"}
+    assert set(custom) == {"sessionrec_queued_requests", "sessionrec_pending_requests"}
     for rule in custom.values():
         series = rule["seriesQuery"].split("{")[0].strip("'")
         assert series in records()
@@ -71,13 +76,39 @@ def test_adapter_rules_serve_the_recorded_series_under_the_hpa_names():
                                                    "pod": {"resource": "pod"}}
 
 
-def test_prometheus_rule_embeds_the_recording_file(rendered):
+def scoped(groups: list[dict], job: str) -> list[dict]:
+    """The recording file's groups with namespace and job added to every Triton selector."""
+    groups = json.loads(json.dumps(groups))
+    for group in groups:
+        for rule in group["rules"]:
+            rule["expr"] = re.sub(r"(nv_inference_[a-z_]+)\{", rf'\1{{namespace="{NAMESPACE}", job="{job}", ', rule["expr"])
+    return groups
+
+
+def test_prometheus_rule_embeds_the_recording_file_scoped_to_the_release(rendered):
     groups = one(rendered["hpa"], "PrometheusRule")["spec"]["groups"]
-    assert groups[:len(RECORDING["groups"])] == RECORDING["groups"]
+    assert groups[:len(RECORDING["groups"])] == scoped(RECORDING["groups"], JOB)
     alerts = {rule["alert"]: rule for rule in groups[-1]["rules"]}
-    assert set(alerts) == {"SessionrecLatencyP95High", "SessionrecErrorRateHigh", "SessionrecQueueTimeHigh",
+    assert set(alerts) == {"SessionrecLatencyP95High", "SessionrecErrorRateHigh", "SessionrecBacklogHigh",
                            "SessionrecPendingRequestsGrowing", "SessionrecMetricsAbsent"}
     assert alerts["SessionrecLatencyP95High"]["expr"].endswith("> 70")
+
+
+def test_two_releases_record_disjoint_series(helm):
+    """Recording rules are global in Prometheus: two releases (same namespace) must not write one series."""
+    exprs = {}
+    for release in ("recs", "recs-b"):
+        text = helm.run("template", release, str(CHART), "--namespace", NAMESPACE, "-f",
+                        str(CHART / "ci" / "hpa-values.yaml")).stdout
+        rule = one([d for d in yaml.safe_load_all(text) if d], "PrometheusRule")
+        exprs[release] = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"] if "record" in r]
+        for expr in exprs[release]:
+            for selector in re.findall(r"nv_inference_[a-z_]+\{([^}]*)\}", expr):
+                assert f'namespace="{NAMESPACE}"' in selector
+                assert f'job="{release}-sessionrec-metrics"' in selector, selector
+    assert not set(exprs["recs"]) & set(exprs["recs-b"])
+    off = helm.render(CHART / "ci" / "hpa-values.yaml", set_values=("metrics.prometheusRule.recordingRules=false",))
+    assert [g["name"] for g in one(off, "PrometheusRule")["spec"]["groups"]] == ["sessionrec.alerts"]
 
 
 def test_dashboard_is_grafana_json():
@@ -134,23 +165,26 @@ def test_rules_compute_what_they_claim(rendered, tmp_path):
         "rule_files": ["rules.yaml"],
         "evaluation_interval": "15s",
         "tests": [
-            {   # Busy pod: +45 ms queue and +15 ms compute per scrape -> ratio 3, over the alert's 2.
-                # Idle pod: flat counters -> ratio 0, not NaN.
+            {   # Busy pod: +1,500 s of queue time per 15 s scrape = 100 requests waiting on average,
+                # over the alert's 64. Idle pod: flat counters -> 0. A pod of another release (other
+                # job) is never recorded here.
                 "interval": "15s",
                 "input_series": [
-                    series("nv_inference_queue_duration_us", "0+45000x60", **busy),
+                    series("nv_inference_queue_duration_us", "0+1500000000x60", **busy),
                     series("nv_inference_compute_infer_duration_us", "0+15000x60", **busy),
                     series("nv_inference_queue_duration_us", "0x60", **idle),
                     series("nv_inference_compute_infer_duration_us", "0x60", **idle),
+                    series("nv_inference_queue_duration_us", "0+1500000000x60",
+                           **dict(busy, job="other-release-metrics", pod="other-7d9f8c6b5-x2k4q")),
                     series("nv_inference_pending_request_count", "0+1x60", **busy),
                     series("nv_inference_request_summary_us", "80000x60", quantile="0.95", pod=POD, **recommend),
                     series("nv_inference_request_success", "0+96x60", pod=POD, **recommend),
                     series("nv_inference_request_failure", "0+32x60", pod=POD, **recommend),
                 ],
                 "promql_expr_test": [
-                    {"expr": "sessionrec:queue_compute_ratio:rate1m", "eval_time": "5m", "exp_samples": [
-                        sample("sessionrec:queue_compute_ratio:rate1m", 3, namespace=NAMESPACE, pod=POD),
-                        sample("sessionrec:queue_compute_ratio:rate1m", 0, namespace=NAMESPACE, pod=OTHER_POD)]},
+                    {"expr": "sessionrec:queued_requests:rate1m", "eval_time": "5m", "exp_samples": [
+                        sample("sessionrec:queued_requests:rate1m", 100, namespace=NAMESPACE, pod=POD),
+                        sample("sessionrec:queued_requests:rate1m", 0, namespace=NAMESPACE, pod=OTHER_POD)]},
                     {"expr": "sessionrec:request_latency_p95_ms:max", "eval_time": "5m", "exp_samples": [
                         sample("sessionrec:request_latency_p95_ms:max", 80, **at)]},
                     {"expr": "sessionrec:request_error_ratio:rate5m", "eval_time": "10m", "exp_samples": [
@@ -162,7 +196,7 @@ def test_rules_compute_what_they_claim(rendered, tmp_path):
                     {"alertname": "SessionrecErrorRateHigh", "eval_time": "10m", "exp_alerts": [
                         {"exp_labels": {"severity": "warning", **at}}]},
                     # Only this release's pod; the look-alike pod of another release is ignored.
-                    {"alertname": "SessionrecQueueTimeHigh", "eval_time": "10m", "exp_alerts": [
+                    {"alertname": "SessionrecBacklogHigh", "eval_time": "10m", "exp_alerts": [
                         {"exp_labels": {"severity": "warning", "namespace": NAMESPACE, "pod": POD}}]},
                     {"alertname": "SessionrecPendingRequestsGrowing", "eval_time": "14m", "exp_alerts": [
                         {"exp_labels": {"severity": "warning"}}]},
@@ -181,7 +215,7 @@ def test_rules_compute_what_they_claim(rendered, tmp_path):
                 "alert_rule_test": [
                     {"alertname": name, "eval_time": "14m", "exp_alerts": []}
                     for name in ("SessionrecLatencyP95High", "SessionrecErrorRateHigh",
-                                 "SessionrecQueueTimeHigh", "SessionrecMetricsAbsent")
+                                 "SessionrecBacklogHigh", "SessionrecMetricsAbsent")
                 ],
             },
             {   # No Triton series from this release at all -> the autoscaler is blind: alert.

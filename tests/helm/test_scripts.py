@@ -34,16 +34,37 @@ def fake_repository(root: Path, versions=(11, 12), pinned: int = 12) -> None:
         for version in versions:
             (root / model / str(version)).mkdir()
             (root / model / str(version) / "payload").write_text(f"{model} {version}\n")
+            (root / model / str(version) / "manifest.json").write_text(json.dumps(
+                {"version": version, "serving": {"max_len": 16, "dim": 8}}, indent=2))
+        if model == "session_encoder":
+            for version in versions:
+                (root / model / str(version) / "model.onnx").write_bytes(f"weights of version {version}".encode())
+
+
+GPU_PRODUCT = "NVIDIA L4"
+
+
+def fake_nvidia_smi(folder: Path, product: str = GPU_PRODUCT) -> Path:
+    """A stand-in for nvidia-smi naming one GPU, as the driver's would inside a GPU container."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\ncase \"$*\" in *query-gpu*) echo '{product}' ;; *) echo 'GPU 0: {product} (UUID: GPU-1)' ;; esac\n")
+    script.chmod(0o755)
+    return folder
 
 
 def run_prepare(docs: list[dict], repository: Path, **env: str) -> subprocess.CompletedProcess:
     container = init_container(docs, "prepare-repository")
-    assert container["command"][:2] == ["bash", "-c"]
+    assert "command" not in container and container["args"][:2] == ["bash", "-c"]
     variables = {e["name"]: e["value"] for e in container["env"]}
-    variables.update(REPOSITORY=str(repository), **env)
+    scratch = repository.parent / f"{repository.name}-pod"
+    variables.update(REPOSITORY=str(repository), PROBE_DIR=str(scratch / "probe"), **env)
+    if "ENGINE_CACHE" in variables and "ENGINE_CACHE" not in env:
+        variables["ENGINE_CACHE"] = str(scratch / "engine-cache")
     if "SOURCE_DIR" in variables and "SOURCE_DIR" not in env:
         raise AssertionError("pass SOURCE_DIR for the pvc scenario")
-    return subprocess.run(["bash", "-c", container["command"][2]], env={"PATH": "/usr/bin:/bin", **variables},
+    path = variables.pop("PATH", f"{fake_nvidia_smi(scratch / 'bin')}:/usr/bin:/bin")
+    return subprocess.run(["bash", "-c", container["args"][2]], env={"PATH": path, **variables},
                           capture_output=True, text=True, timeout=30)
 
 

@@ -75,7 +75,7 @@ def test_values_yaml_shows_every_default():
     """Every key the schema knows (except Helm's `global`) is present in values.yaml."""
     def check(schema: dict, values: dict, path: str):
         for key, sub in schema.get("properties", {}).items():
-            if key == "global":
+            if key in ("global", "enabled"):  # Helm's globals; an umbrella chart's toggle
                 continue
             assert key in values, f"{path}.{key} missing from values.yaml"
             if "properties" in sub and sub.get("additionalProperties") is False:

@@ -39,6 +39,33 @@ helm.sh/chart: {{ include "sessionrec.chart" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: sessionrec
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+commonAnnotations as a metadata block (empty when there are none); pass extra annotations as
+(dict "root" . "extra" $map) to merge them in.
+*/}}
+{{- define "sessionrec.annotations" -}}
+{{- $all := merge (deepCopy (default (dict) .extra)) (default (dict) .root.Values.commonAnnotations) }}
+{{- with $all }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Labels of the Prometheus operator objects and the dashboard: the common labels, then
+metrics.additionalLabels (what kube-prometheus-stack selects on), then the object's own labels.
+Call with (dict "root" . "own" $labels).
+*/}}
+{{- define "sessionrec.metricsLabels" -}}
+{{ include "sessionrec.labels" .root }}
+{{- with merge (deepCopy (default (dict) .own)) (default (dict) .root.Values.metrics.additionalLabels) }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -66,11 +93,61 @@ The project image: repository@digest when a digest is given, else repository:tag
 the chart appVersion, so the image is always pinned).
 */}}
 {{- define "sessionrec.image" -}}
-{{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
-{{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- include "sessionrec.imageRef" (dict "root" . "image" .Values.image "defaultTag" .Chart.AppVersion) }}
 {{- end }}
+
+{{/*
+An image reference from an image block (repository, tag, optional digest), with
+global.imageRegistry in front for air-gapped mirrors. A repository whose first part is a registry
+host (has a dot or a port) has that host replaced by the mirror; otherwise the mirror is prefixed.
+Call with (dict "root" . "image" $image "defaultTag" $tag).
+*/}}
+{{- define "sessionrec.imageRef" -}}
+{{- $repository := .image.repository }}
+{{- $registry := "" }}
+{{- with .root.Values.global }}{{ $registry = default "" .imageRegistry }}{{ end }}
+{{- if $registry }}
+{{- $parts := splitList "/" $repository }}
+{{- if and (gt (len $parts) 1) (regexMatch "[.:]|^localhost$" (first $parts)) }}
+{{- $repository = join "/" (rest $parts) }}
+{{- end }}
+{{- $repository = printf "%s/%s" (trimSuffix "/" $registry) $repository }}
+{{- end }}
+{{- if .image.digest }}
+{{- printf "%s@%s" $repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repository (toString (default .defaultTag .image.tag)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Is the cluster OpenShift, and should security contexts be adapted? global.compatibility.openshift.
+adaptSecurityContext: force, disabled, or auto (the cluster serves security.openshift.io/v1).
+*/}}
+{{- define "sessionrec.openshift" -}}
+{{- $mode := "auto" }}
+{{- with .Values.global }}{{ with .compatibility }}{{ with .openshift }}{{ $mode = default "auto" .adaptSecurityContext }}{{ end }}{{ end }}{{ end }}
+{{- if or (eq $mode "force") (and (eq $mode "auto") (.Capabilities.APIVersions.Has "security.openshift.io/v1")) }}true{{ end }}
+{{- end }}
+
+{{/*
+A security context with the fixed IDs removed on OpenShift: its restricted-v2 SCC assigns
+runAsUser / fsGroup from the namespace's range and refuses pods that ask for others.
+Call with (dict "root" . "context" $context).
+*/}}
+{{- define "sessionrec.securityContext" -}}
+{{- $context := deepCopy .context }}
+{{- if include "sessionrec.openshift" .root }}
+{{- $context = omit $context "runAsUser" "runAsGroup" "fsGroup" "seLinuxOptions" }}
+{{- end }}
+{{- toYaml $context }}
+{{- end }}
+
+{{/*
+Pods that run when nothing scales the Deployment down: replicaCount, or autoscaling.minReplicas.
+*/}}
+{{- define "sessionrec.minPods" -}}
+{{- if include "sessionrec.autoscaled" . }}{{ .Values.autoscaling.minReplicas }}{{ else }}{{ .Values.replicaCount }}{{ end }}
 {{- end }}
 
 {{/*
@@ -117,6 +194,18 @@ The model repository URI for s3 / gcs, rendered with tpl so it may refer to .Val
 Checks across values that a JSON schema states badly; each fails with a message naming the keys.
 */}}
 {{- define "sessionrec.validate" -}}
+{{- $repo := .Values.modelRepository }}
+{{- if eq $repo.source "s3" }}
+{{- $_ := required "modelRepository.s3.uri is required: set it to the exported model repository, e.g. --set modelRepository.s3.uri=s3://bucket/sessionrec/repository (or choose modelRepository.source gcs / pvc)" $repo.s3.uri }}
+{{- else if eq $repo.source "gcs" }}
+{{- $_ := required "modelRepository.gcs.uri is required: set it to the exported model repository, e.g. --set modelRepository.gcs.uri=gs://bucket/sessionrec/repository" $repo.gcs.uri }}
+{{- else if eq $repo.source "pvc" }}
+{{- $_ := required "modelRepository.pvc.claimName is required: name the PersistentVolumeClaim that holds the exported model repository" $repo.pvc.claimName }}
+{{- end }}
+{{- $startup := mul .Values.probes.startup.periodSeconds .Values.probes.startup.failureThreshold }}
+{{- if lt (int .Values.progressDeadlineSeconds) (int $startup) }}
+{{- fail (printf "progressDeadlineSeconds (%d) is below the startup probe's budget, probes.startup.periodSeconds x failureThreshold = %d s: Kubernetes would report a rollout failed while its pods are still loading (or building engines); raise it above %d" (int .Values.progressDeadlineSeconds) (int $startup) (int $startup)) }}
+{{- end }}
 {{- if and .Values.autoscaling.hpa.enabled .Values.autoscaling.keda.enabled }}
 {{- fail "autoscaling.hpa.enabled and autoscaling.keda.enabled are exclusive: both would drive the Deployment's replicas" }}
 {{- end }}
@@ -139,10 +228,10 @@ The autoscaling metric chosen by autoscaling.metric, as a dict:
   target  the per-pod target value
 */}}
 {{- define "sessionrec.scalingMetric" -}}
-{{- if eq .Values.autoscaling.metric "queueComputeRatio" }}
-{{- dict "record" "sessionrec:queue_compute_ratio:rate1m" "custom" "sessionrec_queue_compute_ratio" "target" .Values.autoscaling.queueComputeRatioTarget | toJson }}
+{{- if eq .Values.autoscaling.metric "queuedRequests" }}
+{{- dict "record" "sessionrec:queued_requests:rate1m" "custom" "sessionrec_queued_requests" "target" .Values.autoscaling.queuedRequestsTarget | toJson }}
 {{- else }}
-{{- dict "record" "sessionrec:pending_requests:sum" "custom" "sessionrec_pending_requests" "target" .Values.autoscaling.pendingRequestsTarget | toJson }}
+{{- dict "record" "sessionrec:pending_requests:avg1m" "custom" "sessionrec_pending_requests" "target" .Values.autoscaling.pendingRequestsTarget | toJson }}
 {{- end }}
 {{- end }}
 
@@ -154,14 +243,14 @@ A Kubernetes quantity for a (possibly fractional) target, in milli-units: 0.5 ->
 {{- end }}
 
 {{/*
-The `job` label Prometheus gives this release's Triton metrics: the Service name for a
+The `job` label Prometheus gives this release's Triton metrics: the metrics Service's name for a
 ServiceMonitor, <namespace>/<PodMonitor name> for a PodMonitor (Prometheus operator defaults).
 */}}
 {{- define "sessionrec.metricsJob" -}}
 {{- if eq .Values.metrics.monitor.kind "PodMonitor" }}
 {{- printf "%s/%s" .Release.Namespace (include "sessionrec.fullname" .) }}
 {{- else }}
-{{- include "sessionrec.fullname" . }}
+{{- printf "%s-metrics" (include "sessionrec.fullname" .) }}
 {{- end }}
 {{- end }}
 

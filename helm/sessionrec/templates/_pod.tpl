@@ -3,13 +3,15 @@ Pieces of the pod spec, kept here so deployment.yaml reads top to bottom.
 */}}
 
 {{/*
-tritonserver flags. Models load explicitly, all of them, at start (never the `poll` mode: a new
-model version arrives by a rolling update, so every pod serves the same version).
+tritonserver and its flags, as the container's args: the image's entrypoint runs them (NGC's checks
+the driver and sets up CUDA forward compatibility; a `command` would bypass it). Model control is
+`none`: every model the prepared repository holds loads at start and the load/unload API is refused
+(a new version arrives by a rolling update). The admin APIs left are restricted to a header key.
 */}}
 {{- define "sessionrec.tritonArgs" -}}
+- tritonserver
 - --model-repository={{ .Values.modelRepository.mountPath }}
-- --model-control-mode=explicit
-- --load-model=*
+- --model-control-mode=none
 - --strict-readiness=true
 - --exit-on-error=true
 - --exit-timeout-secs={{ .Values.triton.exitTimeoutSeconds }}
@@ -30,6 +32,16 @@ model version arrives by a rolling update, so every pod serves the same version)
 - --log-verbose={{ .Values.triton.logVerbose }}
 - --backend-config=python,shm-default-byte-size={{ int64 .Values.triton.python.shmDefaultByteSize }}
 - --backend-config=python,shm-growth-byte-size={{ int64 .Values.triton.python.shmGrowthByteSize }}
+{{- with .Values.triton.restrictedApis }}
+- --http-restricted-api={{ join "," . }}:sessionrec-admin=$(SESSIONREC_ADMIN_KEY)
+- --grpc-restricted-protocol={{ join "," . }}:sessionrec-admin=$(SESSIONREC_ADMIN_KEY)
+{{- end }}
+{{- if and .Values.service.headless.enabled (gt (int .Values.triton.grpc.maxConnectionAgeMs) 0) }}
+{{- /* Clients of the headless Service resolve DNS once per connection: closing connections after an
+age makes them re-resolve and reach pods added by a scale-out (grpc issue 12295). */}}
+- --grpc-max-connection-age={{ int64 .Values.triton.grpc.maxConnectionAgeMs }}
+- --grpc-max-connection-age-grace={{ int64 .Values.triton.grpc.maxConnectionAgeGraceMs }}
+{{- end }}
 {{- if .Values.tls.enabled }}
 - --grpc-use-ssl=true
 - --grpc-server-cert=/etc/sessionrec/tls/tls.crt
@@ -67,10 +79,6 @@ the /tmp emptyDir because the root filesystem is read-only.
   value: /tmp/.cache
 - name: CUDA_CACHE_PATH
   value: /tmp/.nv/ComputeCache
-- name: SESSIONREC_ENGINE_CACHE
-  value: {{ .Values.engineCache.mountPath | quote }}
-- name: SESSIONREC_MODEL_VERSION
-  value: {{ include "sessionrec.modelVersion" . | quote }}
 # numpy's OpenBLAS would start (and spin) a thread per node core in every python stub; nothing on the
 # serving path uses it (sessionrec.serving.launcher.server_environment).
 - name: OPENBLAS_NUM_THREADS
@@ -78,15 +86,23 @@ the /tmp emptyDir because the root filesystem is read-only.
 {{- end }}
 
 {{/*
-The liveness probe's request: item id -1 is never in a catalogue (raw ids are non-negative), so the
-answer is the popular-items fallback, yet the request passes every step of the ensemble.
+The probe command: an inference to every python step the ensemble runs, straight to the step (not
+through `recommend`, so probes stay out of the SLO series), with the request bodies prepare-repository
+wrote to /tmp/sessionrec-probe (<step>.<kind>.json). Call with (dict "root" . "kind" "live"|"ready"
+"timeout" N). Liveness bodies ask for the top priority level of the steps' dynamic batchers, so a
+probe overtakes queued traffic and overload alone does not fail it; readiness bodies queue like any
+request, so an overloaded pod leaves rotation. No body file: the probe fails.
 */}}
-{{- define "sessionrec.probeRequest" -}}
-{{- $inputs := list
-      (dict "name" "ITEMS" "datatype" "INT64" "shape" (list 1 1) "data" (list -1))
-      (dict "name" "K" "datatype" "INT32" "shape" (list 1 1) "data" (list 1))
-      (dict "name" "EXCLUDE_SEEN" "datatype" "BOOL" "shape" (list 1 1) "data" (list false)) -}}
-{{- toJson (dict "inputs" $inputs "outputs" (list (dict "name" "ITEM_IDS"))) -}}
+{{- define "sessionrec.probeCommand" -}}
+- sh
+- -c
+- >-
+  {{ if eq .kind "ready" }}curl --silent --show-error --fail --max-time {{ .timeout }}
+  http://127.0.0.1:8000/v2/models/{{ .root.Values.model.readinessModel }}/ready > /dev/null &&
+  {{ end }}for body in /tmp/sessionrec-probe/*.{{ .kind }}.json; do
+  step=$(basename "$body" .{{ .kind }}.json);
+  curl --silent --show-error --fail --max-time {{ .timeout }} -H 'Content-Type: application/json'
+  -d @"$body" "http://127.0.0.1:8000/v2/models/$step/infer" > /dev/null || exit 1; done
 {{- end }}
 
 {{/*
@@ -104,6 +120,12 @@ prepare-repository, run with bash from the project image; tests/helm runs it on 
 5. Check every model has the config Triton will read (--model-config-name): configs/gpu.pbtxt on
    GPU nodes; for native TensorRT plans, configs/tensorrt.pbtxt, which build-engine writes for
    ENGINE_MODEL and which the other models take from their gpu config.
+6. (GPU) Key the onnxruntime TensorRT engine cache: trt_engine_cache_path becomes
+   ENGINE_CACHE/ort/v<N>-<sha256 of the ONNX files>-<GPU product>-<image>. onnxruntime names cached
+   engines by file and tensor names and library versions, not by weights (onnxruntime issues 6455,
+   32254): without the key a shared cache serves version N's engine after the rollout to N+1.
+7. Write the probe request bodies, one pair per python step: <step>.ready.json and
+   <step>.live.json (the latter at the top priority level), into PROBE_DIR.
 */}}
 {{- define "sessionrec.prepareScript" -}}
 set -eu
@@ -172,6 +194,52 @@ if [ -n "${CONFIG_NAME}" ]; then
     fi
   done
 fi
+if [ -n "${ENGINE_CACHE:-}" ]; then
+  encoder="${REPOSITORY}/session_encoder"
+  served="${encoder}/configs/${CONFIG_NAME}.pbtxt"
+  [ -f "${served}" ] || served="${encoder}/config.pbtxt"
+  if [ -f "${served}" ] && grep -q '"trt_engine_cache_path"' "${served}"; then
+    gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1) || gpu=""
+    [ -n "${gpu}" ] || fail "nvidia-smi cannot name the GPU: the engine cache is keyed by the GPU product (is a GPU allocated to this container?)"
+    mig=$(nvidia-smi -L 2>/dev/null | sed -n 's/.*(\(MIG [^ ]*\) .*/\1/p' | head -n 1) || mig=""
+    weights=$(find "${encoder}" -mindepth 2 -maxdepth 2 -type f -name 'model*.onnx*' | sort | xargs cat | sha256sum | cut -c1-16)
+    key=$(printf 'v%s-%s-%s%s-%s' "${live:-unpinned}" "${weights}" "${gpu}" "${mig:+-${mig}}" "${ENGINE_IMAGE}" | tr -c 'A-Za-z0-9._-' '_')
+    cache="${ENGINE_CACHE}/ort/${key}"
+    mkdir -p "${cache}"
+    sed -i '/key: "trt_engine_cache_path"/{n;s#value: ".*"#value: "'"${cache}"'"#}' "${served}"
+    echo "engine cache: ${cache}"
+  fi
+fi
+mkdir -p "${PROBE_DIR}"
+rm -f "${PROBE_DIR}"/*.json
+probe_body() {  # $1 step, $2 inputs JSON
+  printf '{"inputs":[%s]}\n' "$2" > "${PROBE_DIR}/$1.ready.json"
+  printf '{"inputs":[%s],"parameters":{"priority":1}}\n' "$2" > "${PROBE_DIR}/$1.live.json"
+}
+tensor() { printf '{"name":"%s","datatype":"%s","shape":[%s],"data":[%s]}' "$1" "$2" "$3" "$4"; }
+for step in ${steps}; do
+  config="${REPOSITORY}/${step}/configs/${CONFIG_NAME:-none}.pbtxt"
+  [ -f "${config}" ] || config="${REPOSITORY}/${step}/config.pbtxt"
+  grep -q '^backend: *"python"' "${config}" || continue  # only python stubs die silently
+  case "${step}" in
+    session_recommender)
+      probe_body "${step}" "$(tensor ITEMS INT64 1,1 -1),$(tensor K INT32 1,1 1),$(tensor EXCLUDE_SEEN BOOL 1,1 false)" ;;
+    preprocess)
+      probe_body "${step}" "$(tensor ITEMS INT64 1,1 -1)" ;;
+    session_encoder)
+      probe_body "${step}" "$(tensor items INT64 1,1 1),$(tensor alias INT64 1,1 0),$(tensor adj_in FP32 1,1,1 0),$(tensor adj_out FP32 1,1,1 0),$(tensor mask FP32 1,1 1)" ;;
+    retrieval)
+      manifest=""
+      for folder in "${REPOSITORY}/retrieval"/*/; do
+        case "$(basename "${folder}")" in *[!0-9]*) ;; *) manifest="${folder}manifest.json" ;; esac
+      done
+      dim=$(sed -n 's/.*"dim": *\([0-9][0-9]*\).*/\1/p' "${manifest}" 2>/dev/null | head -n 1)
+      [ -n "${dim}" ] || fail "${manifest} gives no serving dim: cannot write the retrieval probe"
+      zeros=$(printf '0,%.0s' $(seq 1 "${dim}")); zeros="${zeros%,}"
+      probe_body "${step}" "$(tensor session_embedding FP32 1,${dim} "${zeros}"),$(tensor items INT64 1,1 0),$(tensor fallback BOOL 1,1 true),$(tensor K INT32 1,1 1),$(tensor EXCLUDE_SEEN BOOL 1,1 false)" ;;
+    *) fail "no probe request for python step ${step}" ;;
+  esac
+done
 echo "repository ready: version ${live:-as published}, config ${CONFIG_NAME:-config.pbtxt}, models: $(ls "${REPOSITORY}" | tr '\n' ' ')"
 {{- end }}
 
@@ -182,9 +250,11 @@ TensorRT plan build on the node's own GPU.
 {{- define "sessionrec.initContainers" -}}
 {{- $source := .Values.modelRepository.source }}
 {{- $repo := .Values.modelRepository }}
+{{- $version := include "sessionrec.modelVersion" . }}
+{{- $securityContext := include "sessionrec.securityContext" (dict "root" . "context" .Values.securityContext) }}
 {{- if eq $source "s3" }}
 - name: fetch-repository
-  image: "{{ $repo.s3.image.repository }}:{{ $repo.s3.image.tag }}"
+  image: {{ include "sessionrec.imageRef" (dict "root" . "image" $repo.s3.image) | quote }}
   imagePullPolicy: {{ $repo.s3.image.pullPolicy }}
   command:
     - aws
@@ -194,6 +264,11 @@ TensorRT plan build on the node's own GPU.
     - --no-progress
     {{- with $repo.s3.endpointUrl }}
     - --endpoint-url={{ . }}
+    {{- end }}
+    {{- if $version }}
+    # Only the served version's folders (and the model-level configs): not every version ever published.
+    - --exclude=*/[0-9]*/*
+    - --include=*/{{ $version }}/*
     {{- end }}
     - {{ include "sessionrec.repositoryUri" . | quote }}
     - {{ $repo.mountPath | quote }}
@@ -212,7 +287,7 @@ TensorRT plan build on the node's own GPU.
   resources:
     {{- toYaml $repo.initResources | nindent 4 }}
   securityContext:
-    {{- toYaml .Values.securityContext | nindent 4 }}
+    {{- $securityContext | nindent 4 }}
   volumeMounts:
     - name: model-repository
       mountPath: {{ $repo.mountPath }}
@@ -220,13 +295,17 @@ TensorRT plan build on the node's own GPU.
       mountPath: /tmp
 {{- else if eq $source "gcs" }}
 - name: fetch-repository
-  image: "{{ $repo.gcs.image.repository }}:{{ $repo.gcs.image.tag }}"
+  image: {{ include "sessionrec.imageRef" (dict "root" . "image" $repo.gcs.image) | quote }}
   imagePullPolicy: {{ $repo.gcs.image.pullPolicy }}
   command:
     - gcloud
     - storage
     - rsync
     - --recursive
+    {{- if $version }}
+    # Only the served version's folders (a Python regex on the relative path).
+    - --exclude=^[^/]+/(?!{{ $version }}/)[0-9]+/
+    {{- end }}
     - {{ include "sessionrec.repositoryUri" . | quote }}
     - {{ $repo.mountPath | quote }}
   env:
@@ -241,7 +320,7 @@ TensorRT plan build on the node's own GPU.
   resources:
     {{- toYaml $repo.initResources | nindent 4 }}
   securityContext:
-    {{- toYaml .Values.securityContext | nindent 4 }}
+    {{- $securityContext | nindent 4 }}
   volumeMounts:
     - name: model-repository
       mountPath: {{ $repo.mountPath }}
@@ -256,12 +335,21 @@ TensorRT plan build on the node's own GPU.
 - name: prepare-repository
   image: {{ include "sessionrec.image" . | quote }}
   imagePullPolicy: {{ .Values.image.pullPolicy }}
-  command:
+  args:
     - bash
     - -c
     - |
       {{- include "sessionrec.prepareScript" . | nindent 6 }}
   env:
+    - name: PROBE_DIR
+      value: /tmp/sessionrec-probe
+    {{- if .Values.gpu.enabled }}
+    # The engine cache key: this mount, and the image (its tag pins TensorRT, CUDA and onnxruntime).
+    - name: ENGINE_CACHE
+      value: {{ .Values.engineCache.mountPath | quote }}
+    - name: ENGINE_IMAGE
+      value: {{ include "sessionrec.image" . | splitList "/" | last | quote }}
+    {{- end }}
     - name: REPOSITORY
       value: {{ $repo.mountPath | quote }}
     - name: SOURCE_URI
@@ -284,14 +372,26 @@ TensorRT plan build on the node's own GPU.
       value: /repository-source
     {{- end }}
   resources:
-    {{- toYaml $repo.initResources | nindent 4 }}
+    {{- $resources := deepCopy $repo.initResources }}
+    {{- if .Values.gpu.enabled }}
+    {{- /* nvidia-smi names the GPU for the engine cache key. The kubelet hands devices allocated to
+    init containers on to the app containers, so this asks for no extra GPU. */}}
+    {{- $limits := default (dict) $resources.limits }}
+    {{- $_ := set $limits .Values.gpu.resourceName (int .Values.gpu.count) }}
+    {{- $_ := set $resources "limits" $limits }}
+    {{- end }}
+    {{- toYaml $resources | nindent 4 }}
   securityContext:
-    {{- toYaml .Values.securityContext | nindent 4 }}
+    {{- $securityContext | nindent 4 }}
   volumeMounts:
     - name: model-repository
       mountPath: {{ $repo.mountPath }}
     - name: tmp
       mountPath: /tmp
+    {{- if .Values.gpu.enabled }}
+    - name: engine-cache
+      mountPath: {{ .Values.engineCache.mountPath }}
+    {{- end }}
     {{- if eq $source "pvc" }}
     - name: repository-source
       mountPath: /repository-source
@@ -302,16 +402,18 @@ TensorRT plan build on the node's own GPU.
     {{- end }}
 {{- if .Values.engineBuild.enabled }}
 - name: build-engine
-  image: "{{ .Values.engineBuild.image.repository }}:{{ default .Chart.AppVersion .Values.engineBuild.image.tag }}"
+  image: {{ include "sessionrec.imageRef" (dict "root" . "image" .Values.engineBuild.image "defaultTag" .Chart.AppVersion) | quote }}
   imagePullPolicy: {{ .Values.engineBuild.image.pullPolicy }}
-  command:
-    {{- toYaml .Values.engineBuild.command | nindent 4 }}
+  # args, not command: the TensorRT image's entrypoint checks the driver first.
+  args:
+    {{- toYaml .Values.engineBuild.args | nindent 4 }}
+    - --engine-cache={{ .Values.engineCache.mountPath }}/plans
   env:
     {{- include "sessionrec.commonEnv" . | nindent 4 }}
   resources:
     {{- include "sessionrec.resources" . | nindent 4 }}
   securityContext:
-    {{- toYaml .Values.securityContext | nindent 4 }}
+    {{- $securityContext | nindent 4 }}
   volumeMounts:
     - name: model-repository
       mountPath: {{ $repo.mountPath }}
@@ -328,6 +430,9 @@ TensorRT plan build on the node's own GPU.
 Pod volumes.
 */}}
 {{- define "sessionrec.volumes" -}}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
 - name: model-repository
   emptyDir:
     sizeLimit: {{ .Values.modelRepository.sizeLimit }}
@@ -357,7 +462,7 @@ Pod volumes.
     claimName: {{ default (printf "%s-engine-cache" (include "sessionrec.fullname" .)) .Values.engineCache.persistence.existingClaim }}
 {{- else }}
   emptyDir:
-    sizeLimit: 10Gi
+    sizeLimit: {{ .Values.engineCache.sizeLimit }}
 {{- end }}
 {{- if .Values.tls.enabled }}
 - name: tls
