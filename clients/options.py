@@ -7,9 +7,11 @@ Kubernetes: point the client at a headless Service's DNS name with the `dns:///`
 gRPC resolves every pod IP behind the name and `round_robin` spreads calls over all of them. With a
 normal (ClusterIP) Service, or with gRPC's default `pick_first`, one long-lived HTTP/2 connection
 sticks to one pod and new replicas get no traffic. DNS is re-resolved when a connection breaks (pod
-gone) but not when pods are added, so the client also rebuilds its channel every
-`max_connection_age_s` (tritonserver has no server-side max-connection-age option that would make
-clients reconnect).
+gone) but not when pods are added (grpc issue 12295). Two remedies, both on by default in this
+project: the Helm chart starts tritonserver with `--grpc-max-connection-age` (+ `-grace`) whenever
+the headless Service is on, so the server closes each connection after an age and every client
+re-resolves, whatever its library; and this client also rebuilds its channel every
+`max_connection_age_s`, for servers started without the flag.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "helm" / "sessionrec"
+# SESSIONREC_CHART_DIR points the checks at another copy of the chart (e.g. an older one, to see
+# that a new test fails there).
+CHART = Path(os.environ.get("SESSIONREC_CHART_DIR", ROOT / "helm" / "sessionrec"))
 SCENARIOS = {path.name.removesuffix("-values.yaml"): path for path in sorted(CHART.glob("ci/*-values.yaml"))}
 RELEASE, NAMESPACE = "recs", "recs-prod"
 FULLNAME = f"{RELEASE}-sessionrec"
