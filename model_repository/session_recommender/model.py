@@ -1,7 +1,8 @@
 """Triton `session_recommender`: the CPU ensemble's one step. Logic: sessionrec.serving.pipeline.
 
 Reads the version's artifacts from the sibling step folders (preprocess/<N>, session_encoder/<N>,
-retrieval/<N>), each verified against its manifest's checksums, and answers the ensemble's outputs.
+retrieval/<N>), or from <N>/steps/ where the Helm chart moves them, each verified against its
+manifest's checksums, and answers the ensemble's outputs.
 """
 
 import triton_python_backend_utils as pb_utils
@@ -17,7 +18,10 @@ def load(root, version: int, threads: int):
 
 class TritonPythonModel:
     def initialize(self, args):
-        root = io.version_dir(args).parent.parent  # <repository>/session_recommender/<N> -> <repository>
+        version_dir = io.version_dir(args)
+        # <repository>/session_recommender/<N> -> <repository>, where the step folders are; the
+        # chart's prepare step moves them into <N>/steps/ so that Triton does not load them as models.
+        root = version_dir / "steps" if (version_dir / "steps").is_dir() else version_dir.parent.parent
         threads = int(io.parameter(args, "intra_op_threads", "1"))
         # Imports and artifacts at the lowest CPU priority: during a switch the serving stub keeps the cores.
         self.pipeline = io.load_at_low_priority(lambda: load(root, int(args["model_version"]), threads))

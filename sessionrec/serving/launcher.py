@@ -229,6 +229,7 @@ class TritonServer:
         venv_python: str | Path = sys.executable,
         exit_timeout_s: int = 10,
         extra_args: Sequence[str] = (),
+        admin_headers: dict[str, str] | None = None,
     ):
         """
         Args:
@@ -243,6 +244,8 @@ class TritonServer:
             venv_python: the environment the python models run in (its bin/python3, numpy, libpython).
             exit_timeout_s: how long tritonserver waits for in-flight requests on SIGTERM.
             extra_args: more tritonserver flags, appended last.
+            admin_headers: headers the launcher's own repository-index calls send, for a server
+                whose admin APIs are restricted (--http-restricted-api, as the Helm chart runs it).
         """
         self.model_repository = Path(model_repository).absolute()
         self.models = None if models is None else list(models)
@@ -254,6 +257,7 @@ class TritonServer:
         self.venv_python = venv_python
         self.exit_timeout_s = exit_timeout_s
         self.extra_args = list(extra_args)
+        self.admin_headers = dict(admin_headers or {})
         self.log_path = Path(log_file) if log_file else self._default_log_path()
         self._requested_ports = {"grpc": grpc_port, "http": http_port, "metrics": metrics_port}
         self.ports = dict(self._requested_ports)
@@ -378,7 +382,8 @@ class TritonServer:
         return found
 
     def _failed_startup_models(self) -> dict[str, str]:
-        request = urllib.request.Request(f"{self.http_url}/v2/repository/index", data=b"{}", method="POST")
+        request = urllib.request.Request(f"{self.http_url}/v2/repository/index", data=b"{}", method="POST",
+                                         headers=self.admin_headers)
         with _DIRECT.open(request, timeout=10) as response:
             index = json.load(response)
         failed = {entry["name"]: entry.get("reason", "") for entry in index if entry.get("state") != "READY"}

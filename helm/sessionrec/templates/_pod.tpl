@@ -116,7 +116,9 @@ prepare-repository, run with bash from the project image; tests/helm runs it on 
    steps' version_policy would also load).
 4. Keep only the models the ensemble runs with that config: the GPU layout's three steps
    (preprocess, session_encoder, retrieval), or the CPU layout's one (session_recommender); Triton
-   loads every model left (--load-model=*), and an unused one would cost a stub and its memory.
+   loads every model left (model control none), and an unused one would cost a stub and its memory.
+   The CPU layout's step reads the three steps' artifacts: their version folders move into
+   session_recommender/<N>/steps/ (sessionrec.serving.pipeline reads them there).
 5. Check every model has the config Triton will read (--model-config-name): configs/gpu.pbtxt on
    GPU nodes; for native TensorRT plans, configs/tensorrt.pbtxt, which build-engine writes for
    ENGINE_MODEL and which the other models take from their gpu config.
@@ -175,6 +177,18 @@ done
 for model in "${REPOSITORY}"/*/; do
   name=$(basename "${model%/}")
   if [ "${name}" != "${ENSEMBLE}" ] && ! printf '%s\n' "${steps}" | grep -qx "${name}"; then
+    if printf '%s\n' "${steps}" | grep -qx session_recommender; then
+      # The fused step reads these folders' artifacts: keep each version inside the fused step's
+      # version folder (<N>/steps/<step>/<N>), where Triton does not load them as models.
+      for version in "${model}"*/; do
+        number=$(basename "${version}")
+        case "${number}" in *[!0-9]*) continue ;; esac
+        if [ -d "${REPOSITORY}/session_recommender/${number}" ]; then
+          mkdir -p "${REPOSITORY}/session_recommender/${number}/steps/${name}"
+          mv "${version%/}" "${REPOSITORY}/session_recommender/${number}/steps/${name}/${number}"
+        fi
+      done
+    fi
     rm -rf "${model}"
     echo "dropped ${name} (not a step of $(basename "${ensemble_config}"))"
   fi
