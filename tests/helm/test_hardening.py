@@ -360,3 +360,12 @@ def test_openshift_adapts_security_contexts(helm):
 def test_autoscaling_migration_is_documented():
     text = (CHART.parents[1] / "docs" / "DEPLOY.md").read_text()
     assert "Moving an existing release to autoscaling" in text
+
+
+def test_gpu_smoke_script_runs_the_charts_prepare_script(rendered):
+    """scripts/gpu-smoke.sh extracts prepare-repository from the template: it must be what pods run."""
+    text = (CHART / "templates" / "_pod.tpl").read_text()
+    body = text.split('{{- define "sessionrec.prepareScript" -}}', 1)[1].split("{{- end }}", 1)[0]
+    container = {c["name"]: c for c in pod_spec(rendered["s3"])["initContainers"]}["prepare-repository"]
+    assert body.strip() == container["args"][2].strip()
+    assert "--model-control-mode=none" in (CHART.parents[1] / "scripts" / "gpu-smoke.sh").read_text()
