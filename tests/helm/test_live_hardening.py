@@ -297,6 +297,7 @@ def three_step_repository(trained_checkpoint, tmp_path_factory):
 
 def _idle_and_loaded(docs, repository: Path, tmp_path: Path, prometheus: str, sample_dataset) -> tuple[list, list]:
     from tests.helm.test_live_metrics import free_port, query, wait_for
+    raw = np.load(next((repository / "preprocess").glob("[0-9]*")) / "item_ids.npy")  # model id -> raw id
     repository = prepared(docs, repository, tmp_path / "repository")
     extra = ["--metrics-config=summary_latencies=true", "--metrics-interval-ms=500"]
     with ChartServer(docs, repository, log_file=tmp_path / "triton.log", extra_args=extra) as server:
@@ -326,7 +327,6 @@ def _idle_and_loaded(docs, repository: Path, tmp_path: Path, prometheus: str, sa
             wait_for(base, "count_over_time(up[1m])", lambda v: v >= 40, 90)  # a minute of idle with probes
             idle = [query(base, metric) for _ in range(5) if time.sleep(1) is None]
             sessions = list(sample_dataset.test)[:30]
-            raw = np.load(next((repository / "preprocess").glob("[0-9]*")) / "item_ids.npy")
             load_stop = threading.Event()
 
             def user(i: int) -> None:
