@@ -369,3 +369,9 @@ def test_gpu_smoke_script_runs_the_charts_prepare_script(rendered):
     container = {c["name"]: c for c in pod_spec(rendered["s3"])["initContainers"]}["prepare-repository"]
     assert body.strip() == container["args"][2].strip()
     assert "--model-control-mode=none" in (CHART.parents[1] / "scripts" / "gpu-smoke.sh").read_text()
+
+
+def test_health_mode_replaces_the_inference_liveness(helm):
+    container = triton(helm.render(SCENARIOS["cpu"], set_values=("probes.liveness.mode=health",)))
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert "exec" in container["readinessProbe"]  # readiness keeps the inference check

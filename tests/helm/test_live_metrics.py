@@ -2,8 +2,9 @@
 
 Prometheus (Debian package) loads the chart's own recording rules (helm/sessionrec/files/
 recording-rules.yaml) and scrapes tritonserver's metrics endpoint every second while a load
-generator drives the `recommend` ensemble. The HPA's metric, sessionrec:queue_compute_ratio:rate1m,
+generator drives the `recommend` ensemble. The HPA's metric, sessionrec:queued_requests:rate1m,
 must rise under load and fall back to zero once the load stops; the SLO series must exist too.
+(With the chart's own flags, probes running and the three-step layout: test_live_hardening.py.)
 """
 
 import json
@@ -62,7 +63,7 @@ def prometheus_binary():
     return binary
 
 
-def test_queue_compute_ratio_rises_under_load_and_falls_back(prometheus_binary, exported_repository, tmp_path, sample_dataset):
+def test_queued_requests_rise_under_load_and_fall_back(prometheus_binary, exported_repository, tmp_path, sample_dataset):
     extra = ["--metrics-config=summary_latencies=true", "--metrics-interval-ms=500"]
     with EmbeddedServer(exported_repository, watch_seconds=0, log_file=tmp_path / "triton.log", extra_args=extra) as server:
         target = server.metrics_url.split("//")[-1].split("/")[0]
@@ -81,7 +82,7 @@ def test_queue_compute_ratio_rises_under_load_and_falls_back(prometheus_binary, 
         base = f"http://127.0.0.1:{port}"
         try:
             wait_for(base, "up", lambda v: v == 1, 60)
-            ratio = "sessionrec:queue_compute_ratio:rate1m"
+            ratio = "sessionrec:queued_requests:rate1m"
             wait_for(base, ratio, lambda v: v == 0, 60)  # idle: nothing queued
 
             stop = threading.Event()
