@@ -340,7 +340,7 @@ def _idle_and_loaded(docs, repository: Path, tmp_path: Path, prometheus: str, sa
             for t in users:
                 t.start()
             try:
-                loaded = wait_for(base, metric, lambda v: v > 0.5, 90)
+                loaded = wait_for(base, metric, lambda v: v > 0.2, 90)  # idle reads ~0.002
             finally:
                 load_stop.set()
                 for t in users:
@@ -369,4 +369,4 @@ def test_queued_requests_is_zero_at_idle_with_probes_and_rises_under_load(
     idle, loaded = _idle_and_loaded(docs, repository, tmp_path, prometheus_binary, sample_dataset)
     print(f"{layout}: idle {idle}, under load up to {max(v for v in loaded if v is not None):.2f}")
     assert all(v is not None and v < 0.01 for v in idle), idle  # the old ratio's floor was ~D/C here
-    assert max(v for v in loaded if v is not None) > 0.5
+    assert max(v for v in loaded if v is not None) > 0.2
