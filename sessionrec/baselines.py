@@ -259,12 +259,13 @@ def _expand(owners: np.ndarray, starts: np.ndarray, stops: np.ndarray,
 
 def evaluate_baseline(model: Baseline, prefixes: list[list[int]], targets: np.ndarray,
                       n_items: int, train_counts: np.ndarray, batch_size: int = 256,
-                      progress: bool = True) -> dict[str, float]:
-    """Rank the full catalogue for every prefix and return `RankingMetrics.result()`."""
+                      progress: bool = True, item_vectors: np.ndarray | None = None) -> dict[str, float]:
+    """Rank the full catalogue for every prefix and return `RankingMetrics.result()`;
+    `item_vectors` (N+1, d), e.g. a trained model's table, adds intra-list diversity."""
     targets = np.asarray(targets, dtype=np.int64)
     if len(prefixes) != targets.size:
         raise ValueError(f"{len(prefixes)} prefixes but {targets.size} targets")
-    metrics = RankingMetrics(n_items, train_counts)
+    metrics = RankingMetrics(n_items, train_counts, item_vectors=item_vectors)
     for start in tqdm(range(0, len(prefixes), batch_size), desc=model.name, unit="batch",
                       disable=not progress):
         scores = model.score(prefixes[start:start + batch_size])

@@ -20,6 +20,7 @@ import sys
 # Each sub-command lives in its own module (pipx-style) and registers itself via `add_parser(sub)`.
 COMMANDS = [
     "sessionrec.commands.train_cmd",
+    "sessionrec.commands.tune_cmd",
     "sessionrec.commands.evaluate_cmd",
     "sessionrec.commands.export_cmd",
     "sessionrec.commands.build_engine_cmd",

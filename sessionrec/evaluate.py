@@ -25,6 +25,13 @@ def model_topk(model: SessionModel, sessions: list[list[int]], k: int = K_MAX, b
 
 
 @torch.no_grad()
+def item_vectors(model) -> np.ndarray:
+    """(N+1, d) scoring vectors with a zero row for padding id 0 (RankingMetrics' layout)."""
+    table = model.item_embeddings().numpy()
+    return np.vstack([np.zeros((1, table.shape[1]), dtype=table.dtype), table])
+
+
+@torch.no_grad()
 def evaluate_model(
     model: SessionModel,
     sessions: list[list[int]],
@@ -33,9 +40,10 @@ def evaluate_model(
     batch_size: int = 500,
     progress: bool = True,
 ) -> dict:
-    """HR/MRR/NDCG@10,20, coverage@20 and popularity bias@20 of the model's full-catalogue ranking."""
+    """HR/MRR/NDCG@10,20, coverage@20, popularity bias@20, novelty@20 and diversity@20 (in the model's
+    own item table) of the model's full-catalogue ranking."""
     model.eval()
-    metrics = RankingMetrics(model.config.n_items, train_counts)
+    metrics = RankingMetrics(model.config.n_items, train_counts, item_vectors=item_vectors(model))
     starts = range(0, len(sessions), batch_size)
     for start in tqdm(starts, desc="evaluate", disable=not progress, leave=False):
         top = model_topk(model, sessions[start : start + batch_size], K_MAX, batch_size)

@@ -52,7 +52,8 @@ def topk_from_scores(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 class RankingMetrics:
-    """Streaming accumulator of HR/MRR/NDCG@{10,20}, coverage@20 and popularity bias@20.
+    """Streaming accumulator of HR/MRR/NDCG@{10,20}, coverage@20, popularity bias@20, novelty@20 and
+    (given item vectors) intra-list diversity@20.
 
     For one test case with target t and ranked list r_1..r_Kmax, rank = position of t (1-based):
       HR@K   = 1 if rank <= K else 0
@@ -68,10 +69,19 @@ class RankingMetrics:
       its items, and the metric is the mean of that over all cases -- session-rec's "Popularity@20".
       Reported as a fraction in [0, 1] like session-rec's tables, not x100 (POP gives values near 0.8
       on Diginetica, personalised models near 0.05-0.1).
+    novelty@20: mean self-information of the recommended items, -log2 p(i) with p(i) the item's share
+      of training clicks, add-one smoothed ((count_i + 1) / (clicks + N)) so an item never clicked in
+      training has a finite value; averaged over the list, then over cases (Zhou et al., PNAS 2010;
+      Kaminskas & Bridge, "Diversity, serendipity, novelty, and coverage", ACM TiiS 2016). In bits:
+      higher means less popular items are recommended.
+    diversity@20 (only with `item_vectors`): intra-list diversity, 1 - mean cosine similarity over
+      the K(K-1)/2 pairs of recommended items' vectors (Ziegler et al., WWW 2005), averaged over cases.
+      The vectors are the model's item table; baselines are scored in a model's table to compare.
     count: number of test cases seen.
     """
 
-    def __init__(self, n_items: int, train_counts: np.ndarray, cutoffs: tuple[int, ...] = (10, 20)):
+    def __init__(self, n_items: int, train_counts: np.ndarray, cutoffs: tuple[int, ...] = (10, 20),
+                 item_vectors: np.ndarray | None = None):
         train_counts = np.asarray(train_counts)
         if train_counts.shape != (n_items + 1,):
             raise ValueError(f"train_counts must have shape (n_items+1,)=({n_items + 1},), "
@@ -88,6 +98,17 @@ class RankingMetrics:
         self.reciprocal_ranks = {k: 0.0 for k in self.cutoffs}
         self.gains = {k: 0.0 for k in self.cutoffs}
         self.popularity_sum = 0.0
+        counts = train_counts.astype(np.float64)
+        self.self_information = -np.log2((counts + 1.0) / (counts[1:].sum() + n_items))  # (N+1,) bits
+        self.novelty_sum = 0.0
+        self.unit_vectors = None
+        if item_vectors is not None:
+            vectors = np.asarray(item_vectors, dtype=np.float64)
+            if vectors.ndim != 2 or vectors.shape[0] != n_items + 1:
+                raise ValueError(f"item_vectors must be (n_items+1, d)=({n_items + 1}, d), got {vectors.shape}")
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            self.unit_vectors = vectors / np.where(norms > 0, norms, 1.0)  # a zero vector is similar to nothing
+        self.diversity_sum = 0.0
         self.count = 0
 
     def update(self, topk_ids: np.ndarray, targets: np.ndarray) -> None:
@@ -115,6 +136,13 @@ class RankingMetrics:
 
         self.covered[top.ravel()] = True
         self.popularity_sum += float(self.popularity[top].mean(axis=1).sum())
+        self.novelty_sum += float(self.self_information[top].mean(axis=1).sum())
+        if self.unit_vectors is not None and top.size:
+            unit = self.unit_vectors[top]                              # (B, K, d)
+            k = top.shape[1]
+            summed = unit.sum(axis=1)                                  # pairwise sum via |sum|^2 = K + 2 sum_{i<j} cos
+            pair_sum = ((summed * summed).sum(axis=1) - (unit * unit).sum(axis=(1, 2))) / 2.0
+            self.diversity_sum += float((1.0 - pair_sum / (k * (k - 1) / 2.0)).sum())
         self.count += int(targets.size)
 
     def result(self) -> dict[str, float]:
@@ -127,5 +155,8 @@ class RankingMetrics:
             out[f"NDCG@{k}"] = 100.0 * self.gains[k] / n
         out[f"coverage@{self.kmax}"] = 100.0 * float(self.covered[1:].sum()) / self.n_items
         out[f"popularity_bias@{self.kmax}"] = self.popularity_sum / n
+        out[f"novelty@{self.kmax}"] = self.novelty_sum / n
+        if self.unit_vectors is not None:
+            out[f"diversity@{self.kmax}"] = self.diversity_sum / n
         out["count"] = self.count
         return out

@@ -9,7 +9,15 @@ readout of the last item and the whole session. Options, each a field of `ModelC
 - multi-head self-attention over the session's nodes (as in GC-SAN, Xu et al. IJCAI 2019), with an
   optional low-rank key/query projection (rank r < d/heads: an approximate attention that costs less);
 - NISER (Gupta et al., 2019): L2-normalised item embeddings and session vector, scaled by sigma, which
-  counters popularity bias and trains faster.
+  counters popularity bias and trains faster;
+- NISER+'s other parts (same paper, section 3.3): a learned position embedding added to the GNN
+  outputs before the readout (forward positions 1..n, or reversed: the last click is position 1),
+  and dropout on the GNN outputs as well as on the inputs;
+- dropout on the item table inside the training loss (scores against a dropped-out table, training
+  only; serving scores against the full table, as FAISS does).
+
+The search space `sessionrec tune` explores is declared on the fields below (`search=`), next to
+the defaults it covers (sessionrec.tune).
 
 The interface that export, serving and tests share (STYLE.md):
     encode(items, alias, adj_in, adj_out, mask) -> (B, d) session vectors   [the only exported part]
@@ -22,13 +30,19 @@ dynamic batch and length.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 NODE_UPDATES = ("gated", "mean")
+POSITIONS = ("none", "forward", "reverse")
+
+
+def searched(default, space):
+    """A config field with the range `sessionrec tune` samples it from (sessionrec.tune.Space)."""
+    return field(default=default, metadata={"search": space})
 # Masking constant: finite so a fully padded row stays NaN-free, and small enough for FP16 (max 65504).
 NEG = -1e4
 
@@ -36,15 +50,18 @@ NEG = -1e4
 @dataclass
 class ModelConfig:
     n_items: int = 0  # catalogue size N (model ids 1..N, 0 = padding); set from the data
-    dim: int = 100  # embedding / hidden size d; 100 as in SR-GNN
+    dim: int = searched(100, ("int", 64, 256, 32))  # embedding / hidden size d; 100 as in SR-GNN
     max_len: int = 32  # sessions keep their last max_len clicks; Diginetica p99.9 is 29
     node_update: str = "gated"  # "gated" (SR-GNN GRU cell) or "mean" (cheaper, no gates)
     steps: int = 1  # propagation steps; SR-GNN found 1 best on Diginetica
     attention_heads: int = 0  # 0 = no self-attention over nodes; else number of heads (must divide dim)
     attention_rank: int = 0  # 0 = full-rank keys/queries (dim/heads per head); r > 0 = low-rank r per head
     normalize: bool = True  # NISER: L2-normalise items and session vector
-    scale: float = 12.0  # NISER sigma: logit temperature when normalize is on (paper range 10-16)
-    dropout: float = 0.1  # on node inputs, training only
+    scale: float = searched(12.0, ("float", 8.0, 20.0))  # NISER sigma: logit temperature when normalize is on (paper range 10-16)
+    dropout: float = searched(0.1, ("float", 0.0, 0.5))  # on node inputs, training only
+    position: str = searched("none", ("categorical", POSITIONS))  # NISER+ position embedding added to the GNN outputs
+    gnn_dropout: float = searched(0.0, ("float", 0.0, 0.5))  # on the GNN outputs, training only (NISER+)
+    table_dropout: float = searched(0.0, ("float", 0.0, 0.3))  # on the item table in the training loss only
 
     def validate(self) -> "ModelConfig":
         if self.n_items < 1:
@@ -55,6 +72,11 @@ class ModelConfig:
             raise ValueError(f"attention_heads={self.attention_heads} must divide dim={self.dim}")
         if self.steps < 1 or self.max_len < 1 or self.dim < 1:
             raise ValueError("steps, max_len and dim must be >= 1")
+        if self.position not in POSITIONS:
+            raise ValueError(f"position must be one of {POSITIONS}, got {self.position!r}")
+        for name in ("dropout", "gnn_dropout", "table_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
         return self
 
     def to_dict(self) -> dict:
@@ -139,6 +161,10 @@ class SessionModel(nn.Module):
         self.readout_score = nn.Linear(d, 1, bias=False)  # linear_three
         self.combine = nn.Linear(2 * d, d)  # linear_transform of [global ; last]
         self.dropout = nn.Dropout(config.dropout)
+        self.gnn_dropout = nn.Dropout(config.gnn_dropout)
+        self.table_dropout = nn.Dropout(config.table_dropout)
+        # Row 0 is padding; rows 1..max_len are positions (forward or reversed).
+        self.position = nn.Embedding(config.max_len + 1, d, padding_idx=0) if config.position != "none" else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -149,6 +175,9 @@ class SessionModel(nn.Module):
         if self.attention is not None:
             nn.init.ones_(self.attention.norm.weight)
             nn.init.zeros_(self.attention.norm.bias)
+        if self.position is not None:
+            with torch.no_grad():
+                self.position.weight[0].zero_()
 
     def _table(self) -> torch.Tensor:
         table = self.embedding.weight  # (N+1, d)
@@ -166,9 +195,16 @@ class SessionModel(nn.Module):
             h = self.cell(h, adj_in, adj_out)
         if self.attention is not None:
             h = self.attention(h, (items > 0).to(h.dtype))
+        h = self.gnn_dropout(h)
         d = h.shape[-1]
         seq = torch.gather(h, 1, alias.unsqueeze(-1).expand(-1, -1, d))  # (B, L, d) per position
-        last_index = (mask.sum(dim=1).long() - 1).clamp(min=0)  # (B,)
+        lengths = mask.sum(dim=1, keepdim=True).long()  # (B, 1) clicks per session
+        if self.position is not None:
+            forward = torch.cumsum(torch.ones_like(alias), dim=1)  # (B, L) 1..L
+            index = forward if self.config.position == "forward" else lengths - forward + 1  # last click = 1
+            index = (index * mask.long()).clamp(0, self.config.max_len)  # padding -> row 0 (zeros)
+            seq = seq + self.position(index)
+        last_index = (lengths.squeeze(1) - 1).clamp(min=0)  # (B,)
         last = torch.gather(seq, 1, last_index.view(-1, 1, 1).expand(-1, 1, d)).squeeze(1)  # (B, d)
         weights = self.readout_score(torch.sigmoid(self.readout_last(last).unsqueeze(1) + self.readout_all(seq)))
         global_ = (weights * seq * mask.unsqueeze(-1)).sum(dim=1)  # (B, d)
@@ -180,7 +216,8 @@ class SessionModel(nn.Module):
     def forward(self, items, alias, adj_in, adj_out, mask) -> torch.Tensor:
         """(B, N) scores over model ids 1..N (column j is item j+1)."""
         table = self._table()  # normalised once per step: it is the whole catalogue
-        return self.encode(items, alias, adj_in, adj_out, mask, table) @ table[1:].T
+        session = self.encode(items, alias, adj_in, adj_out, mask, table)
+        return session @ self.table_dropout(table[1:]).T  # identity unless training with table_dropout
 
     def loss(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over the full catalogue; targets are model ids 1..N."""

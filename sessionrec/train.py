@@ -17,6 +17,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -26,17 +27,17 @@ from sessionrec.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from sessionrec.data import DataError, SessionDataset, item_counts, load_dataset, prefixes, validation_split
 from sessionrec.evaluate import evaluate_model
 from sessionrec.graph import build_batch
-from sessionrec.model import ModelConfig, SessionModel, graph_tensors
+from sessionrec.model import ModelConfig, SessionModel, graph_tensors, searched
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 10  # upper bound; early stopping usually ends sooner
-    batch_size: int = 100  # SR-GNN's value
-    lr: float = 1e-3
+    batch_size: int = searched(100, ("categorical", (100, 256, 512)))  # SR-GNN's value; larger batches cost less per epoch on CPU
+    lr: float = searched(1e-3, ("float", 3e-4, 5e-3, "log"))
     lr_decay: float = 0.1  # multiply the learning rate by this ...
     lr_decay_every: int = 3  # ... every this many epochs (SR-GNN: 0.1 every 3)
-    l2: float = 1e-5  # Adam weight decay, SR-GNN's value
+    l2: float = searched(1e-5, ("float", 1e-7, 1e-4, "log"))  # Adam weight decay, SR-GNN's value
     patience: int = 2  # stop after this many epochs without a validation gain
     valid_fraction: float = 0.1  # most recent share of training sessions held out for selection
     seed: int = 42
@@ -98,7 +99,10 @@ def train(
     config: TrainConfig | None = None,
     resume: bool = False,
     progress: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> TrainResult:
+    """Train with validation selection. `on_epoch(row)` sees each epoch's history row (validation
+    metrics as valid_*) after it is saved; it may raise to stop early (sessionrec tune prunes so)."""
     config = config or TrainConfig()
     model_config = model_config or ModelConfig()
     out = Path(out)
@@ -209,6 +213,8 @@ def train(
             last_path,
         )
         (out / "history.json").write_text(json.dumps(history, indent=2))
+        if on_epoch is not None:
+            on_epoch(row)
         if progress:
             tqdm.write(
                 f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  valid HR@20 {valid['HR@20']:.2f}  "

@@ -57,6 +57,10 @@ EXPECTED = {
     "coverage@3": 80.0,                                 # items {1, 2, 3, 4} of 5
     # per list: A (1+.5+.5)/3 = 2/3, B (.5+0+.5)/3 = 1/3, C 2/3 -> mean 5/9
     "popularity_bias@3": 5 / 9,
+    # p(i) = (count + 1) / (22 clicks + 5 items) = 11, 6, 6, 1, 3 over 27 for items 1..5;
+    # self-information log2(27 / (count + 1)); A and C hold {1, 2, 3}, B holds {3, 4, 2}.
+    "novelty@3": (2 * (math.log2(27 / 11) + 2 * math.log2(27 / 6)) / 3
+                  + (2 * math.log2(27 / 6) + math.log2(27)) / 3) / 3,
     "count": 3,
 }
 
@@ -68,6 +72,20 @@ def test_ranking_metrics_hand_computed():
     assert result.keys() == EXPECTED.keys()
     for key, value in EXPECTED.items():
         assert result[key] == pytest.approx(value), key
+
+
+def test_intra_list_diversity_hand_computed():
+    # item vectors 1:(1,0) 2:(0,1) 3:(1,1) 4:(-1,0) 5:(0,2); cosines 1-2 0, 1-3 and 2-3 1/sqrt2, 3-4 -1/sqrt2, 2-4 0.
+    vectors = np.array([[0, 0], [1, 0], [0, 1], [1, 1], [-1, 0], [0, 2]], dtype=float)
+    metrics = RankingMetrics(5, COUNTS, cutoffs=(1, 3), item_vectors=vectors)
+    metrics.update(LISTS, TARGETS)
+    r = 1 / math.sqrt(2)
+    a = 1 - (0 + r + r) / 3        # lists A and C: {1, 2, 3}
+    b = 1 - (-r + r + 0) / 3       # list B: {3, 4, 2} -> 1
+    assert metrics.result()["diversity@3"] == pytest.approx((2 * a + b) / 3)
+    assert metrics.result()["novelty@3"] == pytest.approx(EXPECTED["novelty@3"])
+    with pytest.raises(ValueError):
+        RankingMetrics(5, COUNTS, item_vectors=vectors[:3])
 
 
 def test_ranking_metrics_streams_batches():
@@ -87,6 +105,8 @@ def test_ranking_metrics_default_keys():
         "HR@10": 0.0, "MRR@10": 0.0, "NDCG@10": 0.0,
         "HR@20": 100.0, "MRR@20": 100 / 15, "NDCG@20": 25.0,
         "coverage@20": 200 / 3, "popularity_bias@20": 0.35, "count": 1,
+        # p(i) = (i + 1) / (465 + 30): novelty = mean over i = 1..20 of log2(495 / (i + 1))
+        "novelty@20": float(np.mean([math.log2(495 / (i + 1)) for i in range(1, 21)])),
     })
 
 

@@ -9,16 +9,19 @@ from pathlib import Path
 
 import numpy as np
 
-COLUMNS = ["HR@10", "MRR@10", "NDCG@10", "HR@20", "MRR@20", "NDCG@20", "coverage@20", "popularity_bias@20"]
+COLUMNS = ["HR@10", "MRR@10", "NDCG@10", "HR@20", "MRR@20", "NDCG@20", "coverage@20", "popularity_bias@20",
+           "novelty@20", "diversity@20"]
 
 
 def add_parser(sub) -> None:
     parser = sub.add_parser(
         "evaluate",
-        help="HR/MRR/NDCG@10,20, coverage and popularity bias on the test split, baselines alongside",
+        help="HR/MRR/NDCG@10,20, coverage, popularity bias, novelty and diversity on the test split, baselines alongside",
         description=(
             "Rank the full catalogue for every test prefix (no sampled negatives). Baselines (POP, S-POP, "
-            "V-SKNN) are fit on the same training sessions and scored by the same code. "
+            "V-SKNN) are fit on the same training sessions and scored by the same code. Diversity (intra-list, "
+            "1 - mean pairwise cosine) uses each model's item table; baselines are scored in the first "
+            "checkpoint's table (blank without a checkpoint). "
             "Example: sessionrec evaluate runs/digi/best.pt ../shared/data/diginetica --baselines pop,spop,vsknn"
         ),
     )
@@ -42,16 +45,22 @@ def _encoder_latency(model, sessions) -> dict:
                 "encoder_ms_b64": encoder_latency_ms(encoder, sessions, model.config.max_len, 64, 20)}
 
 
+def _cell(row: dict, column: str) -> str:
+    if column not in row:
+        return ""
+    return f"{row[column]:.3f}" if "bias" in column or "diversity" in column else f"{row[column]:.2f}"
+
+
 def run(args) -> int:
     from sessionrec.baselines import Pop, SessionPop, VSKNN, evaluate_baseline
     from sessionrec.checkpoint import load_checkpoint
     from sessionrec.data import item_counts, load_dataset, prefixes
-    from sessionrec.evaluate import evaluate_model
+    from sessionrec.evaluate import evaluate_model, item_vectors
 
     dataset = load_dataset(args.data)
     test_x, test_y = prefixes(dataset.test)
     counts = item_counts(dataset.train, dataset.n_items)
-    rows = []
+    rows, vectors = [], None
     for path in args.checkpoints:
         ckpt = load_checkpoint(path)
         if not np.array_equal(ckpt.raw_ids, dataset.raw_ids):
@@ -59,6 +68,7 @@ def run(args) -> int:
 
             raise SessionrecError(f"{path}: its item numbering differs from {args.data}'s; evaluate on the data it was trained on")
         model = ckpt.build_model()
+        vectors = item_vectors(model) if vectors is None else vectors
         started = time.perf_counter()
         metrics = evaluate_model(model, test_x, test_y, counts)
         row = {"name": str(path), "config": ckpt.model_config.to_dict(), "valid": ckpt.metrics.get("valid"),
@@ -72,13 +82,13 @@ def run(args) -> int:
             raise SystemExit(f"sessionrec evaluate: error: unknown baseline {name!r} (choose from {sorted(factories)})")
         started = time.perf_counter()
         baseline = factories[name]().fit(dataset.train, dataset.n_items)
-        metrics = evaluate_baseline(baseline, test_x, test_y, dataset.n_items, counts)
+        metrics = evaluate_baseline(baseline, test_x, test_y, dataset.n_items, counts, item_vectors=vectors)
         rows.append({"name": baseline.name, "seconds": time.perf_counter() - started, **metrics})
     header = "| model | " + " | ".join(COLUMNS) + " |"
     print(header)
     print("|" + "---|" * (len(COLUMNS) + 1))
     for row in rows:
-        print(f"| {row['name']} | " + " | ".join(f"{row[c]:.2f}" if "bias" not in c else f"{row[c]:.3f}" for c in COLUMNS) + " |")
+        print(f"| {row['name']} | " + " | ".join(_cell(row, c) for c in COLUMNS) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2, default=str))
     return 0

@@ -23,8 +23,11 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip=()) -> None:
             parser.add_argument(flag, type=kind, default=None, help=f"default: {f.default}")
 
 
-def _config_from(cls, args, skip=()):
-    values = {f.name: getattr(args, f.name) for f in fields(cls) if f.name not in skip and getattr(args, f.name) is not None}
+def _config_from(cls, args, skip=(), base: dict | None = None):
+    """cls from the flags given, over `base` (e.g. a tuned config), over the dataclass defaults."""
+    names = {f.name for f in fields(cls)} - set(skip)
+    values = {k: v for k, v in (base or {}).items() if k in names}
+    values.update({name: getattr(args, name) for name in names if getattr(args, name, None) is not None})
     return cls(**values)
 
 
@@ -42,6 +45,8 @@ def add_parser(sub) -> None:
     parser.add_argument("data", help="SR-GNN folder or raw click-log CSV")
     parser.add_argument("--out", required=True, help="output folder (best.pt, last.pt, history.json, training.png)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--config", metavar="JSON", help="start from a tuned config (`sessionrec tune`'s best_config.json: "
+                        "its model and train sections); flags given here override it")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     model = parser.add_argument_group("model (ModelConfig)")
     _add_dataclass_flags(model, ModelConfig, skip=("n_items",))
@@ -51,11 +56,12 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    tuned = json.loads(open(args.config).read()) if args.config else {}
     result = train(
         args.data,
         args.out,
-        model_config=_config_from(ModelConfig, args, skip=("n_items",)),
-        config=_config_from(TrainConfig, args),
+        model_config=_config_from(ModelConfig, args, skip=("n_items",), base=tuned.get("model")),
+        config=_config_from(TrainConfig, args, base=tuned.get("train")),
         resume=args.resume,
         progress=not args.quiet,
     )
