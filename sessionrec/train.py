@@ -5,6 +5,12 @@ SR-GNN protocol), then scores the validation prefixes over the full catalogue; t
 the best validation HR@20 + MRR@20 is kept as `best.pt`, and `last.pt` holds everything needed to
 resume (weights, optimizer, scheduler, history).
 
+With `refit`, the epoch count chosen on validation is then used to train again, from scratch, on
+all training sessions (validation tail included): the data are in date order, so the most recent
+sessions, the closest to the serving period, are then learnt from too. That run's checkpoint becomes
+`best.pt`; the selection run's stays as `selected/best.pt`. `valid_fraction=0` is that fixed-epochs
+mode on its own (no validation, `best.pt` = the last epoch).
+
     sessionrec train data/diginetica-sample.csv --out runs/demo --epochs 3 --dim 32   # tiny, CPU, ~1 min
     sessionrec train ../shared/data/diginetica --out runs/digi                         # full split
 """
@@ -46,6 +52,7 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores)
     bucket_batches: int = 50  # sort each run of this many batches by session length (0 = off): less padding, same epoch
     max_minutes: float = 0.0  # 0 = no limit; else start no epoch expected to end past this budget
+    refit: bool = False  # after selection, retrain on all training sessions for the selected epoch count
 
 
 @dataclass
@@ -112,10 +119,13 @@ def train(
     _seed(config.seed)
 
     dataset = data if isinstance(data, SessionDataset) else load_dataset(data)
-    fit_sessions, valid_sessions = validation_split(dataset.train, config.valid_fraction)
+    if config.refit:
+        return _train_then_refit(dataset, out, model_config, config, resume, progress, on_epoch)
+    fixed = config.valid_fraction == 0  # no selection: train exactly `epochs` on every training session
+    fit_sessions, valid_sessions = (dataset.train, []) if fixed else validation_split(dataset.train, config.valid_fraction)
     train_x, train_y = prefixes(fit_sessions)
     valid_x, valid_y = prefixes(valid_sessions)
-    if len(train_x) < config.batch_size or not valid_x:
+    if len(train_x) < config.batch_size or not (valid_x or fixed):
         raise DataError(
             f"{data}: too little data to train ({len(train_x)} training and {len(valid_x)} validation "
             f"prefixes; need at least one batch of {config.batch_size} and one validation prefix)"
@@ -155,7 +165,7 @@ def train(
     started = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     for epoch in range(start_epoch, config.epochs):
-        if bad_epochs >= config.patience:
+        if bad_epochs >= config.patience and not fixed:
             break
         spent = (time.perf_counter() - started) / 60
         if config.max_minutes and history and spent + history[-1]["seconds"] / 60 > config.max_minutes:
@@ -181,7 +191,8 @@ def train(
             if b % 50 == 0:
                 bar.set_postfix(loss=f"{total / (b + 1):.4f}")
         scheduler.step()
-        valid = evaluate_model(model, valid_x, valid_y, counts, batch_size=config.eval_batch_size, progress=progress)
+        valid = (evaluate_model(model, valid_x, valid_y, counts, batch_size=config.eval_batch_size, progress=progress)
+                 if not fixed else {"HR@20": math.nan, "MRR@20": math.nan})
         row = {
             "epoch": epoch + 1,
             "train_loss": total / n_batches,
@@ -190,7 +201,7 @@ def train(
             **{f"valid_{k}": v for k, v in valid.items()},
         }
         history.append(row)
-        score = selection_score(valid)
+        score = selection_score(valid) if not fixed else float(epoch)  # fixed: the last epoch is kept
         if score > best_score:
             best_score, best_epoch, bad_epochs = score, epoch + 1, 0
             save_checkpoint(snapshot(epoch + 1, valid), best_path)
@@ -230,6 +241,31 @@ def train(
         history=history,
         seconds=time.perf_counter() - started,
     )
+
+
+def _train_then_refit(dataset, out, model_config, config, resume, progress, on_epoch) -> TrainResult:
+    """Select the epoch count on validation (OUT/selected), then train on everything for that many."""
+    import shutil
+    from dataclasses import replace
+
+    selected = train(dataset, out / "selected", replace(model_config), replace(config, refit=False),
+                     resume, progress, on_epoch)
+    epochs = max(selected.best_epoch, 1)
+    if progress:
+        tqdm.write(f"refit: {epochs} epoch(s) on all {len(dataset.train)} training sessions")
+    refit = train(dataset, out / "refit", replace(model_config),
+                  replace(config, refit=False, valid_fraction=0.0, epochs=epochs, max_minutes=0.0), resume, progress)
+    state = load_checkpoint(refit.best_path)
+    state.metrics = {**state.metrics, "valid": selected.valid_metrics, "selected_epoch": selected.best_epoch,
+                     "refit": True, "note": "valid = the selection run's validation metrics (the refit saw that data)"}
+    save_checkpoint(state, out / "best.pt")
+    shutil.copyfile(refit.last_path, out / "last.pt")
+    history = selected.history + [{**row, "refit": True} for row in refit.history]
+    (out / "history.json").write_text(json.dumps(history, indent=2, default=str))
+    plot_history(selected.history, out / "training.png")
+    return TrainResult(best_path=out / "best.pt", last_path=out / "last.pt", best_epoch=selected.best_epoch,
+                       valid_metrics=selected.valid_metrics, history=history,
+                       seconds=selected.seconds + refit.seconds)
 
 
 def plot_history(history: list[dict], path: Path) -> None:
