@@ -81,7 +81,7 @@ def main() -> None:
     ]
     for row in ours:
         lines.append(f"| sessionrec (length-bucketed, pads to the batch's longest) | {row['batch']} | "
-                     f"{row['step_ms']:.1f} | {row['epoch_min']:.1f} | {ref["epoch_min"] / row["epoch_min"]:.2f}x |")
+                     f"{row['step_ms']:.1f} | {row['epoch_min']:.1f} | {ref['epoch_min'] / row['epoch_min']:.2f}x |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
