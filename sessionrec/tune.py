@@ -41,6 +41,10 @@ class TuneConfig:
     startup_trials: int = 5  # random trials before TPE models the space
     prune_after_epochs: int = 1  # the median pruner judges a trial from this many epochs on
     heartbeat_seconds: int = 60  # a trial silent this long (its process died) is marked failed on resume
+    # Validation cuts per trial: 2 also trains on the sessions before the newest validation tail and
+    # scores on the tail before it, and ranks trials by the mean, so a recipe is not fitted to one
+    # period alone (the score of each cut is kept in the trial's attributes).
+    cuts: int = 1
 
 
 def search_space(params: str = "") -> dict[str, tuple[str, tuple]]:
@@ -73,6 +77,13 @@ def suggest(trial, name: str, space: tuple):
 def _training_only(dataset: SessionDataset) -> SessionDataset:
     """The dataset without its test split: tuning must not be able to read it."""
     return replace(dataset, test=[])
+
+
+def earlier_cut(dataset: SessionDataset, valid_fraction: float, cut: int) -> SessionDataset:
+    """The training sessions without their newest `cut` validation-sized tails: train() then
+    validates on the period before (sessions are in date order)."""
+    drop = cut * max(1, int(round(len(dataset.train) * valid_fraction)))
+    return replace(dataset, train=dataset.train[: len(dataset.train) - drop])
 
 
 def open_study(out: Path, config: TuneConfig):
@@ -123,12 +134,19 @@ def tune(data, out: str | Path, config: TuneConfig | None = None, base_model: Mo
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {row['epoch']}")
 
-        result = train(dataset, out / "trials" / f"{trial.number:04d}", model_config, train_config,
-                       progress=False, on_epoch=report)
+        folder = out / "trials" / f"{trial.number:04d}"
+        result = train(dataset, folder, model_config, train_config, progress=False, on_epoch=report)
         trial.set_user_attr("valid", {k: result.valid_metrics[k] for k in ("HR@20", "MRR@20")})
         trial.set_user_attr("best_epoch", result.best_epoch)
-        trial.set_user_attr("seconds", round(result.seconds, 1))
-        return selection_score(result.valid_metrics)
+        scores, seconds = [selection_score(result.valid_metrics)], result.seconds
+        for cut in range(1, config.cuts):
+            earlier = earlier_cut(dataset, train_config.valid_fraction, cut)
+            extra = train(earlier, folder / f"cut{cut}", replace(model_config), train_config, progress=False)
+            trial.set_user_attr(f"valid_cut{cut}", {k: extra.valid_metrics[k] for k in ("HR@20", "MRR@20")})
+            scores.append(selection_score(extra.valid_metrics))
+            seconds += extra.seconds
+        trial.set_user_attr("seconds", round(seconds, 1))
+        return float(sum(scores) / len(scores))
 
     def stop_when_done(study, _trial) -> None:
         finished = [t for t in study.trials if t.state.is_finished()]

@@ -58,6 +58,19 @@ def test_tune_runs_reports_and_never_reads_the_test_split(tmp_path, monkeypatch)
             assert trial.intermediate_values  # the pruner was fed every epoch
 
 
+def test_a_second_validation_cut_scores_an_earlier_period(tmp_path):
+    from sessionrec.tune import earlier_cut
+    dataset = load_dataset(SAMPLE)
+    earlier = earlier_cut(dataset, 0.1, 1)
+    assert earlier.train == dataset.train[: len(earlier.train)] and len(earlier.train) < 0.95 * len(dataset.train)
+    summary = tune(dataset, tmp_path, TuneConfig(trials=1, minutes=10, cuts=2, **dict(TINY, epochs=1)),
+                   TINY_MODEL, TINY_TRAIN, progress=False)
+    study = open_study(tmp_path, TuneConfig(**TINY))
+    (trial,) = study.trials
+    assert set(trial.user_attrs["valid_cut1"]) == {"HR@20", "MRR@20"}
+    assert summary["complete"] == 1
+
+
 def test_a_killed_search_resumes_from_its_sqlite_study(tmp_path):
     """Kill `sessionrec tune` mid-trial; the next run marks that trial failed, retries it and goes on."""
     out = tmp_path / "study"
