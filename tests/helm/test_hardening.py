@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.helm.conftest import CHART, FULLNAME, SCENARIOS, containers, find, one, pod_specs, triton
-from tests.helm.test_scripts import GPU_PRODUCT, fake_repository, run_prepare
+from tests.helm.test_scripts import fake_repository, run_prepare
 
 GPU_SCENARIOS = [name for name, path in SCENARIOS.items()
                  if (yaml.safe_load(path.read_text()).get("gpu") or {}).get("enabled", True)]
@@ -59,8 +59,8 @@ def test_engine_cache_is_keyed_by_version_weights_gpu_and_image(rendered, tmp_pa
 
 
 def test_engine_cache_needs_the_gpu_product(rendered, tmp_path):
-    fake_repository(tmp_path / "repo" if (tmp_path / "repo").mkdir() is None else None)
-    result = run_prepare(rendered["s3"], tmp_path / "repo", MODEL_VERSION="12", PATH="/usr/bin:/bin")
+    fake_repository(tmp_path)
+    result = run_prepare(rendered["s3"], tmp_path, MODEL_VERSION="12", PATH="/usr/bin:/bin")  # no nvidia-smi
     assert result.returncode != 0 and "nvidia-smi cannot name the GPU" in result.stderr
 
 

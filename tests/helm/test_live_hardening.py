@@ -12,7 +12,6 @@ swapped for local ones:
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -296,7 +295,7 @@ def three_step_repository(trained_checkpoint, tmp_path_factory):
 
 
 def _idle_and_loaded(docs, repository: Path, tmp_path: Path, prometheus: str, sample_dataset) -> tuple[list, list]:
-    from tests.helm.test_live_metrics import free_port, query, wait_for
+    from tests.helm.test_live_metrics import closed_loop_users, free_port, query, wait_for
     raw = np.load(next((repository / "preprocess").glob("[0-9]*")) / "item_ids.npy")  # model id -> raw id
     repository = prepared(docs, repository, tmp_path / "repository")
     extra = ["--metrics-config=summary_latencies=true", "--metrics-interval-ms=500"]
@@ -328,17 +327,7 @@ def _idle_and_loaded(docs, repository: Path, tmp_path: Path, prometheus: str, sa
             idle = [query(base, metric) for _ in range(5) if time.sleep(1) is None]
             sessions = list(sample_dataset.test)[:30]
             load_stop = threading.Event()
-
-            def user(i: int) -> None:
-                client = grpcclient.InferenceServerClient(server.grpc_url)
-                n = 0
-                while not load_stop.is_set():  # bounded: set below within ~2 minutes
-                    infer_recommend(client, raw[np.asarray(sessions[(i + n) % len(sessions)])], 20, False)
-                    n += 1
-
-            users = [threading.Thread(target=user, args=(i,), daemon=True) for i in range(12)]
-            for t in users:
-                t.start()
+            users = closed_loop_users(server.grpc_url, raw, sessions, load_stop)  # stopped within ~90 s
             try:
                 loaded = wait_for(base, metric, lambda v: v > 0.2, 90)  # idle reads ~0.002
             finally:

@@ -55,6 +55,22 @@ def wait_for(base: str, expr: str, predicate, timeout: float) -> list[float | No
     raise AssertionError(f"{expr}: condition not reached in {timeout:.0f} s; values seen {seen[-10:]}")
 
 
+def closed_loop_users(grpc_url: str, raw: np.ndarray, sessions: list, stop: threading.Event,
+                      count: int = 12) -> list[threading.Thread]:
+    """`count` threads sending real sessions back to back until `stop` is set (then join them)."""
+    def user(i: int) -> None:
+        client = grpcclient.InferenceServerClient(grpc_url)
+        n = 0
+        while not stop.is_set():
+            infer_recommend(client, raw[np.asarray(sessions[(i + n) % len(sessions)])], 20, False)
+            n += 1
+
+    users = [threading.Thread(target=user, args=(i,), daemon=True) for i in range(count)]
+    for t in users:
+        t.start()
+    return users
+
+
 @pytest.fixture
 def prometheus_binary():
     binary = shutil.which("prometheus")
@@ -89,16 +105,7 @@ def test_queued_requests_rise_under_load_and_fall_back(prometheus_binary, export
             sessions = [s for s in sample_dataset.test][:30]
             raw = np.load(exported_repository / "preprocess" / "1" / "item_ids.npy")
 
-            def user(i: int) -> None:
-                client = grpcclient.InferenceServerClient(server.grpc_url)
-                n = 0
-                while not stop.is_set():  # bounded by the stop event, set at most ~90 s later
-                    infer_recommend(client, raw[np.asarray(sessions[(i + n) % len(sessions)])], 20, False)
-                    n += 1
-
-            users = [threading.Thread(target=user, args=(i,), daemon=True) for i in range(12)]
-            for t in users:
-                t.start()
+            users = closed_loop_users(server.grpc_url, raw, sessions, stop)  # stopped at most ~90 s later
             try:
                 loaded = wait_for(base, ratio, lambda v: v > 0.05, 90)
                 # rate()[1m] needs a few scrapes of the load before it reads requests per second.
