@@ -20,14 +20,16 @@ def model_topk(model: SessionModel, sessions: list[list[int]], k: int = K_MAX, b
     out = []
     for start in range(0, len(sessions), batch_size):
         graphs = build_batch(sessions[start : start + batch_size], model.config.max_len, pad_to_longest=True)
-        out.append((model(*graph_tensors(graphs)).topk(k, dim=1).indices + 1).numpy())
+        device = model.embedding.weight.device  # CPU, or the GPU a torchrun rank trains on
+        scores = model(*[t.to(device) for t in graph_tensors(graphs)])
+        out.append((scores.topk(k, dim=1).indices + 1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
 
 @torch.no_grad()
 def item_vectors(model) -> np.ndarray:
     """(N+1, d) scoring vectors with a zero row for padding id 0 (RankingMetrics' layout)."""
-    table = model.item_embeddings().numpy()
+    table = model.item_embeddings().cpu().numpy()
     return np.vstack([np.zeros((1, table.shape[1]), dtype=table.dtype), table])
 
 

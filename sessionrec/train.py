@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from sessionrec import distributed
 from sessionrec.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from sessionrec.data import DataError, SessionDataset, item_counts, load_dataset, prefixes, validation_split
 from sessionrec.evaluate import evaluate_model
@@ -132,7 +133,10 @@ def train(
         )
     counts = item_counts(dataset.train, dataset.n_items)
     model_config.n_items = dataset.n_items
-    model = SessionModel(model_config)
+    group = distributed.setup()  # one process, or this rank of a torchrun group (sessionrec.distributed)
+    progress = progress and group.main
+    model = SessionModel(model_config).to(group.device)
+    trainer = distributed.wrap(model, group)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.l2)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_decay_every, gamma=config.lr_decay)
 
@@ -141,7 +145,7 @@ def train(
     last_path, best_path = out / "last.pt", out / "best.pt"
     if resume and last_path.exists():
         state = load_checkpoint(last_path)
-        model.load_state_dict(state.state_dict)
+        model.load_state_dict({k: v.to(group.device) for k, v in state.state_dict.items()})
         optimizer.load_state_dict(state.extra["optimizer"])
         scheduler.load_state_dict(state.extra["scheduler"])
         history = state.history
@@ -153,7 +157,7 @@ def train(
     def snapshot(epoch: int, metrics: dict, extra: dict | None = None) -> Checkpoint:
         return Checkpoint(
             model_config=model_config,
-            state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
+            state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
             raw_ids=dataset.raw_ids,
             item_counts=counts,
             metrics={"valid": metrics, "epoch": epoch},
@@ -176,14 +180,14 @@ def train(
         order = rng.permutation(len(train_x))
         if config.max_train_examples:
             order = order[: config.max_train_examples]
-        batches = _length_bucketed(order, train_x, config.batch_size, config.bucket_batches, rng)
+        batches = distributed.usable(_length_bucketed(order, train_x, config.batch_size, config.bucket_batches, rng), group)
         n_batches = len(batches)
         total, bar = 0.0, tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
         for b in bar:
-            idx = batches[b]
-            inputs = _batch_tensors([train_x[i] for i in idx], model_config.max_len)
-            targets = torch.from_numpy(train_y[idx])
-            loss = model.loss(model(*inputs), targets)
+            idx = distributed.shard(batches[b], group)
+            inputs = [t.to(group.device) for t in _batch_tensors([train_x[i] for i in idx], model_config.max_len)]
+            targets = torch.from_numpy(train_y[idx]).to(group.device)
+            loss = model.loss(trainer(*inputs), targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -204,9 +208,12 @@ def train(
         score = selection_score(valid) if not fixed else float(epoch)  # fixed: the last epoch is kept
         if score > best_score:
             best_score, best_epoch, bad_epochs = score, epoch + 1, 0
-            save_checkpoint(snapshot(epoch + 1, valid), best_path)
+            if group.main:
+                save_checkpoint(snapshot(epoch + 1, valid), best_path)
         else:
             bad_epochs += 1
+        if not group.main:  # same weights and decisions as rank 0 (sessionrec.distributed); it writes
+            continue
         save_checkpoint(
             snapshot(
                 epoch + 1,
@@ -231,8 +238,10 @@ def train(
                 f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  valid HR@20 {valid['HR@20']:.2f}  "
                 f"MRR@20 {valid['MRR@20']:.2f}  ({row['seconds']:.0f} s)"
             )
+    distributed.barrier(group)  # rank 0 has written best.pt
     best = load_checkpoint(best_path)
-    plot_history(history, out / "training.png")
+    if group.main:
+        plot_history(history, out / "training.png")
     return TrainResult(
         best_path=best_path,
         last_path=last_path,
