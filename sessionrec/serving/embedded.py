@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from sessionrec.errors import SessionrecError
-from sessionrec.export.configs import VERSIONED, parse
+from sessionrec.export.configs import HISTORY, SESSION_ENSEMBLE, VERSIONED, parse
 from sessionrec.export.repository import current_version, live_versions
 from sessionrec.serving.artifacts import read_manifest
 from sessionrec.serving.launcher import TritonServer
@@ -102,6 +102,14 @@ def ensemble_steps_on_disk(repository: Path) -> tuple[str, ...]:
     return steps
 
 
+def session_models_on_disk(repository: Path) -> tuple[str, ...]:
+    """(session_history, recommend_session) when the repository has the stateful ensemble, else ()."""
+    repository = Path(repository)
+    if (repository / SESSION_ENSEMBLE / "config.pbtxt").is_file() and (repository / HISTORY / "config.pbtxt").is_file():
+        return (HISTORY, SESSION_ENSEMBLE)
+    return ()
+
+
 def _precompile_model_code(repository: Path, versions, venv_python) -> None:
     """Write the bytecode of each step's model.py of `versions` before Triton first loads them.
 
@@ -140,7 +148,11 @@ class EmbeddedServer:
         # not found" (not retryable: it also means a typo) while the ensemble is still loading.
         # Only the ensemble's own steps: on the CPU layout that is one stub (session_recommender).
         self.steps = ensemble_steps_on_disk(self.repository)
-        self.server = TritonServer(self.repository, models=[*self.steps, "recommend"], **server_kwargs)
+        # recommend_session (guest history in Redis) where the export wrote it: its history step
+        # connects to Redis lazily, so a missing Redis never delays or fails the start.
+        self.session_models = session_models_on_disk(self.repository)
+        self.server = TritonServer(self.repository, models=[*self.steps, "recommend", *self.session_models],
+                                   **server_kwargs)
         self.watch_seconds = watch_seconds
         self.version: int | None = None
         self.events: list[str] = []  # what the watcher did, for logs and tests
@@ -210,7 +222,7 @@ class EmbeddedServer:
                     # pins `previous`. Triton keeps a model version serving until its reload is ready,
                     # and keeps the loaded model when a load fails (a corrupted artifact): no gap.
                     _precompile_model_code(self.repository, [target], self.server.venv_python)
-                    for model in steps:  # the newest two versions of each (version_policy)
+                    for model in steps + self.session_models[:1]:  # the newest two versions of each (version_policy)
                         self.server.load_model(model)
                 # The switch: the ensemble pinned to target. A rollback goes straight here: loading a
                 # step first would drop the retired version's instances from under the ensemble still
@@ -223,6 +235,8 @@ class EmbeddedServer:
                 report = replay_canaries(self.server.client(), read_manifest(self.repository / "recommend" / str(target)))
                 if not report.ok:
                     raise CanaryMismatch(f"version {target}: {report.failures[0]}")
+                if self.session_models:  # the stateful ensemble follows once the version is verified
+                    self.server.load_model(SESSION_ENSEMBLE, config_json=self._ensemble_json(target, SESSION_ENSEMBLE))
             except Exception as exc:  # noqa: BLE001 - keep serving whatever still works
                 self.events.append(f"switch to version {target} failed: {exc}")
                 log.error("switch to version %s failed, staying on %s: %s", target, previous, exc)
@@ -247,13 +261,13 @@ class EmbeddedServer:
 
         return ensemble_steps(self._serving_config(version))
 
-    def _ensemble_json(self, version: int) -> str:
+    def _ensemble_json(self, version: int, name: str = "recommend") -> str:
         """The ensemble config pinned to `version`, as the load API takes it."""
         from google.protobuf import json_format
 
         from sessionrec.export.configs import ensemble_config
 
-        config = ensemble_config(self._serving_config(version), version)
+        config = ensemble_config(self._serving_config(version), version, name=name)
         return json_format.MessageToJson(config, preserving_proto_field_name=True)
 
     def _restore(self, previous: int | None) -> None:
@@ -262,6 +276,8 @@ class EmbeddedServer:
             return
         try:
             self.server.load_model("recommend", config_json=self._ensemble_json(previous))
+            if self.session_models:
+                self.server.load_model(SESSION_ENSEMBLE, config_json=self._ensemble_json(previous, SESSION_ENSEMBLE))
         except Exception as exc:  # noqa: BLE001
             log.error("could not restore version %s: %s", previous, exc)
 

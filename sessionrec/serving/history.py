@@ -172,11 +172,14 @@ class SessionHistory:
         digest = hmac.new(self._key, session_id, hashlib.sha256).hexdigest()[:32]  # 128 bits: no collisions in practice
         return f"{self.config.key_prefix}{{{digest}}}"
 
-    def record_many(self, events: list[ClickEvent]) -> list[HistoryAnswer | RequestError]:
-        """One answer (or the request's own RequestError) per event, in order."""
-        out: list[HistoryAnswer | RequestError | None] = [None] * len(events)
+    def record_many(self, events: list[ClickEvent | Exception]) -> list[HistoryAnswer | Exception]:
+        """One answer (or the request's own error) per event, in order; an error given stays in place."""
+        out: list[HistoryAnswer | Exception | None] = [None] * len(events)
         good: list[tuple[int, ClickEvent]] = []
         for i, event in enumerate(events):
+            if isinstance(event, Exception):  # a request the tensor adapter already refused
+                out[i] = event
+                continue
             try:
                 good.append((i, check_event(event)))
             except RequestError as exc:

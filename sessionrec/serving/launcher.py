@@ -229,6 +229,7 @@ class TritonServer:
         venv_python: str | Path = sys.executable,
         exit_timeout_s: int = 10,
         extra_args: Sequence[str] = (),
+        environment: dict[str, str] | None = None,
     ):
         """
         Args:
@@ -243,6 +244,8 @@ class TritonServer:
             venv_python: the environment the python models run in (its bin/python3, numpy, libpython).
             exit_timeout_s: how long tritonserver waits for in-flight requests on SIGTERM.
             extra_args: more tritonserver flags, appended last.
+            environment: variables set for the server and its python models, over this process's
+                (e.g. SESSIONREC_REDIS_URL for the session history step).
         """
         self.model_repository = Path(model_repository).absolute()
         self.models = None if models is None else list(models)
@@ -254,6 +257,7 @@ class TritonServer:
         self.venv_python = venv_python
         self.exit_timeout_s = exit_timeout_s
         self.extra_args = list(extra_args)
+        self.environment = dict(environment or {})
         self.log_path = Path(log_file) if log_file else self._default_log_path()
         self._requested_ports = {"grpc": grpc_port, "http": http_port, "metrics": metrics_port}
         self.ports = dict(self._requested_ports)
@@ -310,7 +314,7 @@ class TritonServer:
             raise LauncherError(f"tritonserver already running (pid {self.pid})")
         if not self.model_repository.is_dir():
             raise FileNotFoundError(f"model repository not found: {self.model_repository}")
-        env = server_environment(self.venv_python)
+        env = server_environment(self.venv_python) | self.environment
         found = find_tritonserver(_interpreter(self.venv_python).version)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(3):
