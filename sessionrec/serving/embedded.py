@@ -14,6 +14,7 @@ watcher also restarts a step whose python-backend stub process died (`heal`).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from sessionrec.serving.artifacts import read_manifest
 from sessionrec.serving.launcher import TritonServer
 
 log = logging.getLogger("sessionrec.serve")
+REDIS_URL_ENV = "SESSIONREC_REDIS_URL"  # sessionrec.serving.history.ENVIRONMENT
 SCORE_TOLERANCE = 1e-3  # absolute, on dot-product scores of order 1-20
 # Triton's answer once a python-backend stub process has died (killed, OOM): the model still reports
 # READY, is never restarted, and every request through it fails (docs/RELIABILITY.md, "Faults").
@@ -139,7 +141,8 @@ def _precompile_model_code(repository: Path, versions, venv_python) -> None:
 class EmbeddedServer:
     """tritonserver + canary gate + version watcher. Use as a context manager or start()/stop()."""
 
-    def __init__(self, repository: str | Path, watch_seconds: float = 2.0, **server_kwargs):
+    def __init__(self, repository: str | Path, watch_seconds: float = 2.0, session_history: bool | None = None,
+                 **server_kwargs):
         self.repository = Path(repository).resolve()
         if current_version(self.repository) is None:
             raise SessionrecError(f"{self.repository}: no live model version (run `sessionrec export` first)")
@@ -148,9 +151,13 @@ class EmbeddedServer:
         # not found" (not retryable: it also means a typo) while the ensemble is still loading.
         # Only the ensemble's own steps: on the CPU layout that is one stub (session_recommender).
         self.steps = ensemble_steps_on_disk(self.repository)
-        # recommend_session (guest history in Redis) where the export wrote it: its history step
-        # connects to Redis lazily, so a missing Redis never delays or fails the start.
-        self.session_models = session_models_on_disk(self.repository)
+        # recommend_session (guest history in Redis) where the export wrote it and a Redis is configured
+        # (SESSIONREC_REDIS_URL; `session_history` overrides): one more stub, only where it is used.
+        # Its history step connects lazily, so a Redis that is down never delays or fails the start.
+        if session_history is None:
+            environment = {**os.environ, **(server_kwargs.get("environment") or {})}
+            session_history = bool(environment.get(REDIS_URL_ENV))
+        self.session_models = session_models_on_disk(self.repository) if session_history else ()
         self.server = TritonServer(self.repository, models=[*self.steps, "recommend", *self.session_models],
                                    **server_kwargs)
         self.watch_seconds = watch_seconds

@@ -3,7 +3,7 @@
 -- into one round trip). Atomic per session: Redis runs a script to completion before any other
 -- command, so concurrent clicks on one session never lose each other.
 --
--- KEYS[1]  clicks: sorted set, score = seq * 1024 + position in the event, member = "<score>:<raw id>"
+-- KEYS[1]  clicks: sorted set, score = seq * 64 + position in the event, member = "<score>:<raw id>"
 --          (the score in the member keeps repeated clicks on one item apart)
 -- KEYS[2]  floor: the highest score trimmed away (events at or below it are too old to store)
 -- ARGV[1]  seq: the event's click sequence number in its session (1, 2, ...), its idempotency key
@@ -17,8 +17,8 @@ local seq = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local max_len = tonumber(ARGV[3])
 local count = #ARGV - 3
-local base = seq * 1024
-local last = base + 1023
+local base = seq * 64  -- 64 positions per event: seq up to 2**47 (ms timestamps) stays exact in doubles
+local last = base + 63
 local floor = tonumber(redis.call('GET', floor_key) or '-1')
 local state
 if count == 0 then

@@ -36,8 +36,8 @@ log = logging.getLogger("sessionrec.history")
 SCRIPT = (Path(__file__).with_name("history.lua")).read_text()
 STORED, DUPLICATE, DEGRADED, NOT_STORED = "stored", "duplicate", "degraded", "not_stored"
 STATES = (STORED, DUPLICATE, DEGRADED, NOT_STORED)
-MAX_EVENT_ITEMS = 1023  # clicks in one event: positions 0..1023 of the event's score range (history.lua)
-MAX_SEQ = 1 << 40  # seq * 1024 stays an exact integer in Lua's doubles (2**53)
+MAX_EVENT_ITEMS = 63  # clicks in one event: positions 0..63 of the event's score range (history.lua); more: ITEMS
+MAX_SEQ = 1 << 47  # seq * 64 stays an exact integer in Lua's doubles (2**53); ms timestamps fit for millennia
 MAX_SESSION_ID_BYTES = 256
 # Server environment -> HistoryConfig field (the chart sets these from its `redis:` values and Secret).
 ENVIRONMENT = {
@@ -124,7 +124,8 @@ def check_event(event: ClickEvent) -> ClickEvent:
         raise RequestError(f"NEW_ITEMS has {new_items.size} item ids, over the limit of {MAX_EVENT_ITEMS} per event")
     seq = int(event.seq)
     if not 1 <= seq < MAX_SEQ:
-        raise RequestError(f"CLICK_SEQ={seq} is out of range: number a session's events 1, 2, 3, ... (below 2**40)")
+        raise RequestError(f"CLICK_SEQ={seq} is out of range: number a session's events 1, 2, 3, ... or "
+                           "use the event's time in ms (1 up to 2**47)")
     items = None if event.items is None else np.asarray(event.items).reshape(-1).astype(np.int64)
     return ClickEvent(session, new_items.astype(np.int64), seq, items if items is not None and items.size else None)
 

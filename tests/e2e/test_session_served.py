@@ -168,3 +168,34 @@ def test_hung_redis_costs_each_request_at_most_the_timeout(client, redis_server,
         redis_server.signal(signal.SIGCONT)
     # the first request waits one 50 ms timeout; the next ones skip Redis for retry_after_s (1 s)
     assert max(waits) < 0.05 + 0.25, waits
+    deadline = time.monotonic() + 5
+    seq = 100
+    while (state := click(client, "guest-hang", seq, [int(known[1])])[2]) != "stored":
+        assert state == "degraded" and time.monotonic() < deadline
+        seq += 1
+        time.sleep(0.1)
+
+
+def test_client_click_sync_and_asyncio(session_server, known):
+    import asyncio
+
+    from sessionrec.clients import AsyncRecommendClient, RecommendClient
+
+    a, b = int(known[0]), int(known[1])
+    with RecommendClient(session_server.grpc_url) as client:
+        first = client.click("client-guest", a, k=5)
+        second = client.click("client-guest", [b], k=5)
+        assert (first.state, first.history_length, second.state, second.history_length) == ("stored", 1, "stored", 2)
+        assert second.seq > first.seq
+        retried = client.click("client-guest", [b], k=5, seq=second.seq)  # a retry resends its number
+        assert retried.state == "duplicate" and retried.item_ids == second.item_ids
+        assert second.item_ids == client.recommend([a, b], k=5).item_ids
+
+    async def run():
+        async with AsyncRecommendClient(session_server.grpc_url) as client:
+            one = await client.click("aio-guest", a, k=5)
+            two = await client.click("aio-guest", b, k=5)
+            return one, two, (await client.recommend([a, b], k=5)).item_ids
+
+    one, two, expected = asyncio.run(run())
+    assert (one.history_length, two.history_length, two.state) == (1, 2, "stored") and two.item_ids == expected
