@@ -199,3 +199,18 @@ def test_client_click_sync_and_asyncio(session_server, known):
 
     one, two, expected = asyncio.run(run())
     assert (one.history_length, two.history_length, two.state) == (1, 2, "stored") and two.item_ids == expected
+
+
+def test_click_command(session_server, known, capsys):
+    import json
+
+    from sessionrec.cli import main
+
+    a, b = int(known[2]), int(known[3])
+    assert main(["click", "cli-guest", str(a), "--url", session_server.grpc_url, "--seq", "1", "--k", "3"]) == 0
+    assert "history: 1 clicks, stored (seq 1)" in capsys.readouterr().out
+    assert main(["click", "cli-guest", str(b), "--url", session_server.grpc_url, "--seq", "2", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["history_length"] == 2 and answer["state"] == "stored" and len(answer["item_ids"]) == 20
+    assert main(["click", "cli-guest", str(b), "--url", session_server.grpc_url, "--seq", "0"]) == 1
+    assert "CLICK_SEQ=0" in capsys.readouterr().err
