@@ -33,7 +33,7 @@ FUSED = "session_recommender"
 STEPS = ("preprocess", "session_encoder", "retrieval")  # the three-step ensemble, in order
 HISTORY = "session_history"  # the stateful ensemble's first step (Redis), sessionrec.serving.history
 SESSION_ENSEMBLE = "recommend_session"  # one click in, the session kept server-side (HISTORY + the steps)
-STATEFUL = (HISTORY,)  # steps whose answer depends on more than the request: no response cache
+STATEFUL = (HISTORY,)  # steps whose answer depends on more than the request (and any step reading SESSION_ID)
 VERSIONED = (*STEPS, FUSED, HISTORY)  # models with a folder per version besides the ensembles'
 ENSEMBLES = ("recommend", SESSION_ENSEMBLE)
 MODELS = (*VERSIONED, SESSION_ENSEMBLE, "recommend")  # "recommend" last: its version folder marks a version live
@@ -50,15 +50,20 @@ PREPROCESS_OUTPUTS = GRAPH + [("unknown_count", INT32, [1]), ("fallback", BOOL, 
 ENCODER_OUTPUTS = [("session_embedding", FP32, [-1])]
 RETRIEVAL_INPUTS = [("session_embedding", FP32, [-1]), ("items", INT64, [-1]), ("fallback", BOOL, [1]), ("K", INT32, [1]), ("EXCLUDE_SEEN", BOOL, [1])]
 RETRIEVAL_OUTPUTS = [("ITEM_IDS", INT64, [-1]), ("SCORES", FP32, [-1])]
-FUSED_INPUTS, FUSED_OUTPUTS = ENSEMBLE_INPUTS, ENSEMBLE_OUTPUTS
 # recommend_session: the event (session id, its click(s), its sequence number) instead of the session.
 # ITEMS is optional there: the caller's full session, answered from instead of the stored history.
-HISTORY_INPUTS = [("SESSION_ID", mc.TYPE_STRING, [1]), ("NEW_ITEMS", INT64, [-1]), ("CLICK_SEQ", INT64, [1]),
-                  ("ITEMS", INT64, [-1])]
+EVENT_INPUTS = [("SESSION_ID", mc.TYPE_STRING, [1]), ("NEW_ITEMS", INT64, [-1]), ("CLICK_SEQ", INT64, [1])]
+HISTORY_INPUTS = EVENT_INPUTS + [("ITEMS", INT64, [-1])]
 HISTORY_OPTIONAL = ("ITEMS",)
 HISTORY_OUTPUTS = [("HISTORY", INT64, [-1]), ("HISTORY_LENGTH", INT32, [1]), ("HISTORY_STATE", mc.TYPE_STRING, [1])]
 SESSION_INPUTS = HISTORY_INPUTS + ENSEMBLE_INPUTS[1:]
 SESSION_OUTPUTS = ENSEMBLE_OUTPUTS + HISTORY_OUTPUTS[1:]
+# The fused CPU step serves both ensembles: `recommend` maps ITEMS/K/EXCLUDE_SEEN and its four outputs;
+# `recommend_session` also the event inputs and the history outputs. The history lookup then runs in
+# the same stub, with no extra shared-memory hop (docs/benchmarks/session.md measures the overhead).
+FUSED_INPUTS = ENSEMBLE_INPUTS + EVENT_INPUTS
+FUSED_OPTIONAL = tuple(name for name, _, _ in SESSION_INPUTS if name not in ("K", "EXCLUDE_SEEN"))
+FUSED_OUTPUTS = SESSION_OUTPUTS
 
 # Ensemble wiring: step -> ({step input: ensemble tensor}, {step output: ensemble tensor}).
 WIRING = {
@@ -77,8 +82,8 @@ WIRING = {
         {"ITEM_IDS": "ITEM_IDS", "SCORES": "SCORES"},
     ),
     FUSED: (
-        {name: name for name, _, _ in FUSED_INPUTS},
-        {name: name for name, _, _ in FUSED_OUTPUTS},
+        {name: name for name, _, _ in ENSEMBLE_INPUTS},
+        {name: name for name, _, _ in ENSEMBLE_OUTPUTS},
     ),
     HISTORY: (
         {name: name for name, _, _ in HISTORY_INPUTS},
@@ -198,10 +203,14 @@ def fused_config(cfg: ServingConfig) -> mc.ModelConfig:
     """`session_recommender`: the whole pipeline in one python model (the CPU ensemble's step)."""
     config = mc.ModelConfig(name=FUSED, backend="python")
     _common(config, cfg)
-    _tensors(config.input, [FUSED_INPUTS[0]], ragged=True)  # sessions of any length batch together
-    _tensors(config.input, FUSED_INPUTS[1:])
+    # ITEMS ragged: sessions of any length batch together. Optional: a `recommend_session` event
+    # may carry only its new click(s) (the `recommend` ensemble still requires ITEMS of its callers).
+    _tensors(config.input, [FUSED_INPUTS[0]], ragged=True, optional=FUSED_OPTIONAL)
+    _tensors(config.input, FUSED_INPUTS[1:3])
+    _tensors(config.input, FUSED_INPUTS[3:], ragged=True, optional=FUSED_OPTIONAL)
     _tensors(config.output, FUSED_OUTPUTS)
     _instances(config, cfg.fused_instances)
+    _history_parameters(config, cfg)
     # Warm-up requests through Triton, before the new version counts as loaded. The stub's own
     # warm-up (LocalPipeline.warm_up) sizes the compute; these warm the path around it (the first
     # executes of a new stub: shared-memory buffers, tensors), which otherwise stalled the first
@@ -210,7 +219,7 @@ def fused_config(cfg: ServingConfig) -> mc.ModelConfig:
     # invalid request and a failed warm-up fails the load.
     for name, batch in (("one_session", 1), ("largest_batch", cfg.max_batch_size)) if cfg.triton_warmup else ():
         warm = config.model_warmup.add(name=name, batch_size=batch)
-        for tensor, dtype, dims in FUSED_INPUTS:
+        for tensor, dtype, dims in ENSEMBLE_INPUTS:
             sample = warm.inputs[tensor]
             sample.data_type = dtype
             sample.dims.extend([cfg.max_len] if tensor == "ITEMS" else dims)
@@ -233,10 +242,14 @@ def history_config(cfg: ServingConfig) -> mc.ModelConfig:
     _tensors(config.input, HISTORY_INPUTS, ragged=True, optional=HISTORY_OPTIONAL)
     _tensors(config.output, HISTORY_OUTPUTS)
     _instances(config, cfg.history_instances)
-    for key, value in (("max_len", cfg.history_max_len), ("ttl_s", cfg.history_ttl_s),
-                       ("timeout_ms", cfg.redis_timeout_ms)):
-        config.parameters[key].string_value = str(value)
+    _history_parameters(config, cfg)
     return config
+
+
+def _history_parameters(config: mc.ModelConfig, cfg: ServingConfig) -> None:
+    for key, value in (("history_max_len", cfg.history_max_len), ("history_ttl_s", cfg.history_ttl_s),
+                       ("redis_timeout_ms", cfg.redis_timeout_ms)):
+        config.parameters[key].string_value = str(value)
 
 
 WARMUP_K, WARMUP_K_FILE = 20, "K"  # K of the warm-up requests, in <model>/warmup/K
@@ -266,9 +279,15 @@ def ensemble_config(cfg: ServingConfig, version: int = -1, gpu: bool = False, na
     config.version_policy.latest.num_versions = 1
     if cfg.session_response_cache if session else cfg.response_cache:
         config.response_cache.enable = True
-    for model in ((HISTORY,) if session else ()) + ensemble_steps(cfg, gpu):
+    steps = ensemble_steps(cfg, gpu)
+    if session and steps != (FUSED,):  # the fused step looks the history up itself; else a step of its own
+        steps = (HISTORY,) + steps
+    for model in steps:
         inputs, outputs = WIRING[model]
-        if session and "ITEMS" in inputs and model != HISTORY:
+        if session and model == FUSED:
+            inputs = {name: name for name, _, _ in SESSION_INPUTS}
+            outputs = {name: name for name, _, _ in SESSION_OUTPUTS}
+        elif session and "ITEMS" in inputs and model != HISTORY:
             inputs = {**inputs, "ITEMS": "_history"}
         step = config.ensemble_scheduling.step.add(model_name=model, model_version=version)
         step.input_map.update(inputs)
@@ -285,10 +304,12 @@ def refuse_stateful_cache(config: mc.ModelConfig) -> None:
     skip the history step, so the click would never be stored. What does cache across replicas is
     the one-click answer table (docs/ARCHITECTURE.md, "The stateful request").
     """
-    stateful = [s.model_name for s in config.ensemble_scheduling.step if s.model_name in STATEFUL]
+    stateful = [s.model_name for s in config.ensemble_scheduling.step
+                if s.model_name in STATEFUL or "SESSION_ID" in s.input_map]
     if config.response_cache.enable and stateful:
         raise ConfigError(
-            f"{config.name}: response_cache is enabled on an ensemble with the stateful step {stateful[0]!r}; "
+            f"{config.name}: response_cache is enabled on an ensemble whose step {stateful[0]!r} is stateful "
+            "(it records the click in the session history); "
             "the cache keys on the request alone, so hits would answer from an older history and skip storing "
             "the click. Leave session_response_cache off (response_cache applies to `recommend` only)."
         )
@@ -331,6 +352,8 @@ def check_wiring(configs: dict[str, mc.ModelConfig], ensemble_name: str = "recom
     for step in ensemble.ensemble_scheduling.step:
         model = configs[step.model_name]
         model_inputs = {t.name: t.data_type for t in model.input}
+        required = {t.name for t in model.input if not t.optional}
+        optional_ensemble = {t.name for t in ensemble.input if t.optional}
         for key, tensor in step.input_map.items():
             if key not in model_inputs:
                 problems.append(f"{step.model_name}: input_map key {key!r} is not an input of the model")
@@ -338,7 +361,9 @@ def check_wiring(configs: dict[str, mc.ModelConfig], ensemble_name: str = "recom
                 problems.append(f"{step.model_name}: input {key!r} reads {tensor!r}, which no earlier step produces")
             elif available[tensor] != model_inputs[key]:
                 problems.append(f"{step.model_name}: input {key!r} dtype differs from {tensor!r}")
-        missing = set(model_inputs) - set(step.input_map)
+            elif tensor in optional_ensemble and key in required:
+                problems.append(f"{step.model_name}: required input {key!r} reads the optional {tensor!r}")
+        missing = required - set(step.input_map)
         if missing:
             problems.append(f"{step.model_name}: inputs {sorted(missing)} are not mapped")
         model_outputs = {t.name: t.data_type for t in model.output}

@@ -41,7 +41,9 @@ class SessionClickUser(RecommendUser):
         self.step()
 
     def send(self, items: list[int]) -> None:
-        if self.walk.session_started:
+        # A new session at its first click: in open-loop mode the walk runs ahead of the sends, but
+        # sends start in the order their clicks were drawn, so this is read before the next session's.
+        if len(items) == 1 or not hasattr(self, "session_id"):
             self.session_id = uuid.uuid4().hex
         k = self.options.k
         began = time.perf_counter()

@@ -1,29 +1,27 @@
-"""Triton `session_history`: the recommend_session ensemble's first step. Logic: sessionrec.serving.history.
+"""Triton `session_history`: the first step of `recommend_session` on the multi-step layouts (GPU).
 
 Records each click event in Redis and outputs the session's clicks up to it (HISTORY, fed to the
-recommender as its ITEMS), their count and the state (stored / duplicate / degraded / not_stored).
-Redis settings come from the server's environment over this config's parameters; nothing here
-connects at load, so the server starts whether Redis is there or not.
+preprocess step as its ITEMS), their count and the state (stored / duplicate / degraded /
+not_stored). On the CPU layout the fused `session_recommender` does this itself. Logic:
+sessionrec.serving.history. Redis settings come from the server's environment over this config's
+parameters; nothing connects at load, so the server starts whether Redis is there or not.
 """
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from sessionrec.serving import history as history_lib
 from sessionrec.serving import triton_io as io
-from sessionrec.serving.history import ClickEvent, HistoryConfig, SessionHistory
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        defaults = HistoryConfig(max_len=int(io.parameter(args, "max_len", "50")),
-                                 ttl_s=float(io.parameter(args, "ttl_s", "1800")),
-                                 timeout_ms=float(io.parameter(args, "timeout_ms", "20")))
-        self.history = SessionHistory(HistoryConfig.from_environment(defaults))
+        self.history = history_lib.for_model(lambda key, default: io.parameter(args, key, default))
         self.dtypes = io.output_dtypes(args, pb_utils)
 
     def execute(self, requests):
         # One Redis round trip for the whole batch; a malformed request gets its own error.
-        answers = self.history.record_many([io.click_event(pb_utils, r, ClickEvent) for r in requests])
+        answers = self.history.record_many([io.click_event(pb_utils, r, history_lib.ClickEvent) for r in requests])
         responses = []
         for answer in answers:
             if isinstance(answer, Exception):

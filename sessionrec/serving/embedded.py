@@ -105,11 +105,17 @@ def ensemble_steps_on_disk(repository: Path) -> tuple[str, ...]:
 
 
 def session_models_on_disk(repository: Path) -> tuple[str, ...]:
-    """(session_history, recommend_session) when the repository has the stateful ensemble, else ()."""
-    repository = Path(repository)
-    if (repository / SESSION_ENSEMBLE / "config.pbtxt").is_file() and (repository / HISTORY / "config.pbtxt").is_file():
-        return (HISTORY, SESSION_ENSEMBLE)
-    return ()
+    """The models recommend_session adds to `recommend`'s: (recommend_session,) on the fused CPU layout
+    (its step looks the history up itself), (session_history, recommend_session) on the others; ()
+    when the repository has no stateful ensemble (exported before it existed)."""
+    path = Path(repository) / SESSION_ENSEMBLE / "config.pbtxt"
+    if not path.is_file():
+        return ()
+    try:
+        steps = {step.model_name for step in parse(path.read_text()).ensemble_scheduling.step}
+    except (OSError, ValueError) as exc:
+        raise SessionrecError(f"{path}: cannot read the ensemble config: {exc}") from None
+    return (HISTORY, SESSION_ENSEMBLE) if HISTORY in steps else (SESSION_ENSEMBLE,)
 
 
 def _precompile_model_code(repository: Path, versions, venv_python) -> None:
@@ -229,7 +235,8 @@ class EmbeddedServer:
                     # pins `previous`. Triton keeps a model version serving until its reload is ready,
                     # and keeps the loaded model when a load fails (a corrupted artifact): no gap.
                     _precompile_model_code(self.repository, [target], self.server.venv_python)
-                    for model in steps + self.session_models[:1]:  # the newest two versions of each (version_policy)
+                    extra = tuple(m for m in self.session_models if m == HISTORY)
+                    for model in steps + extra:  # the newest two versions of each (version_policy)
                         self.server.load_model(model)
                 # The switch: the ensemble pinned to target. A rollback goes straight here: loading a
                 # step first would drop the retired version's instances from under the ensemble still

@@ -91,6 +91,17 @@ class HistoryConfig:
                              f"timeout_ms={self.timeout_ms}, pool_size={self.pool_size}")
 
 
+def for_model(parameter) -> "SessionHistory":
+    """The history of a Triton python step: its config parameters, then the server's environment.
+
+    `parameter(key, default)` reads the model config's parameters (triton_io.parameter).
+    """
+    defaults = HistoryConfig(max_len=int(parameter("history_max_len", "50")),
+                             ttl_s=float(parameter("history_ttl_s", "1800")),
+                             timeout_ms=float(parameter("redis_timeout_ms", "20")))
+    return SessionHistory(HistoryConfig.from_environment(defaults))
+
+
 @dataclass
 class ClickEvent:
     """One request of recommend_session."""

@@ -103,6 +103,11 @@ def load_at_low_priority(load: Callable[[], T], niceness: int | None = None) -> 
     return outcome["value"]
 
 
+def optional_array(pb_utils, request, name: str) -> np.ndarray | None:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
+
+
 def click_event(pb_utils, request, event_type):
     """One recommend_session request -> a history ClickEvent (one event per request: one row), or
     a ValueError naming the tensors when a request batches several rows: each event's history has

@@ -214,3 +214,22 @@ def test_click_command(session_server, known, capsys):
     assert answer["history_length"] == 2 and answer["state"] == "stored" and len(answer["item_ids"]) == 20
     assert main(["click", "cli-guest", str(b), "--url", session_server.grpc_url, "--seq", "0"]) == 1
     assert "CLICK_SEQ=0" in capsys.readouterr().err
+
+
+def test_three_step_layout_has_its_own_history_step(fresh_repository, redis_server, known, tmp_path):
+    """Without the fused step (the GPU layout's wiring), `session_history` runs as the first step."""
+    from sessionrec.export.configs import HISTORY, STEPS, ServingConfig
+    from sessionrec.export.repository import write_configs
+    from sessionrec.reliability.procs import python_stubs
+
+    write_configs(fresh_repository, ServingConfig(fused_cpu=False), version=1)
+    env = {"SESSIONREC_REDIS_URL": redis_server.url}
+    with EmbeddedServer(fresh_repository, watch_seconds=0, log_file=tmp_path / "triton.log", environment=env) as server:
+        assert set(python_stubs(server.server.pid)) == {*STEPS, HISTORY}
+        own = grpcclient.InferenceServerClient(server.grpc_url)
+        a, b = int(known[4]), int(known[5])
+        assert click(own, "three-step", 1, [a])[1:] == (1, "stored")
+        ids, length, state = click(own, "three-step", 2, [b])
+        assert (length, state) == (2, "stored")
+        assert ids == infer_recommend(own, [a, b], 10, False).as_numpy("ITEM_IDS")[0].tolist()
+        assert click(own, "three-step", 2, [b])[2] == "duplicate"

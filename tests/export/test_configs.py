@@ -49,7 +49,9 @@ def test_ensemble_wiring(variant, fused, steps):
 def test_fused_step_takes_the_ensemble_inputs_ragged():
     fused = parsed()[f"{FUSED}/config.pbtxt"]
     assert fused.backend == "python" and fused.input[0].name == "ITEMS" and fused.input[0].allow_ragged_batch
-    assert [t.name for t in fused.output] == [t.name for t in parsed()["recommend/config.pbtxt"].output]
+    # the four `recommend` outputs, then the history's: the step serves both ensembles
+    assert [t.name for t in fused.output][:4] == [t.name for t in parsed()["recommend/config.pbtxt"].output]
+    assert [t.name for t in fused.output] == [t.name for t in parsed()[f"{SESSION_ENSEMBLE}/config.pbtxt"].output]
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -121,7 +123,7 @@ def test_write_configs_leaves_unchanged_files_alone(tmp_path):
 
 
 @pytest.mark.parametrize("variant,fused,steps", [
-    ("config.pbtxt", True, (HISTORY, FUSED)),
+    ("config.pbtxt", True, (FUSED,)),  # the fused step looks the history up itself: no extra hop
     ("config.pbtxt", False, (HISTORY, *STEPS)),
     ("configs/gpu.pbtxt", True, (HISTORY, *STEPS)),
 ])
@@ -131,9 +133,9 @@ def test_session_ensemble_wiring(variant, fused, steps):
     ensemble = configs[SESSION_ENSEMBLE]
     assert tuple(s.model_name for s in ensemble.ensemble_scheduling.step) == steps
     assert {s.model_version for s in ensemble.ensemble_scheduling.step} == {7}
-    # the recommender reads the history, never the caller's optional ITEMS directly
+    # a separate recommender reads the history, never the caller's optional ITEMS directly
     first_items = [s.input_map["ITEMS"] for s in ensemble.ensemble_scheduling.step[1:] if "ITEMS" in s.input_map]
-    assert first_items == ["_history"]
+    assert first_items == ([] if steps == (FUSED,) else ["_history"])
     assert [t.name for t in ensemble.input if t.optional] == ["ITEMS"]
     assert [t.name for t in ensemble.output][-2:] == ["HISTORY_LENGTH", "HISTORY_STATE"]
 
@@ -145,11 +147,19 @@ def test_response_cache_is_refused_on_the_stateful_ensemble():
         all_configs(ServingConfig(session_response_cache=True))
     cached = ensemble_config(ServingConfig(), name=SESSION_ENSEMBLE)
     cached.response_cache.enable = True  # e.g. a hand-edited config
-    with pytest.raises(ConfigError, match="session_history"):
+    with pytest.raises(ConfigError, match="stateful"):
         refuse_stateful_cache(cached)
+    gpu = ensemble_config(ServingConfig(), gpu=True, name=SESSION_ENSEMBLE)
+    gpu.response_cache.enable = True
+    with pytest.raises(ConfigError, match="'session_history' is stateful"):
+        refuse_stateful_cache(gpu)
 
 
 def test_history_step_carries_its_defaults():
-    config = parsed(history_max_len=12, history_ttl_s=60.0)[f"{HISTORY}/config.pbtxt"]
-    assert config.parameters["max_len"].string_value == "12" and config.parameters["ttl_s"].string_value == "60.0"
-    assert config.input[0].data_type == mc.TYPE_STRING and config.dynamic_batching.max_queue_delay_microseconds > 0
+    configs = parsed(history_max_len=12, history_ttl_s=60.0)
+    for model in (HISTORY, FUSED):
+        config = configs[f"{model}/config.pbtxt"]
+        assert config.parameters["history_max_len"].string_value == "12"
+        assert config.parameters["history_ttl_s"].string_value == "60.0"
+    history = configs[f"{HISTORY}/config.pbtxt"]
+    assert history.input[0].data_type == mc.TYPE_STRING and history.dynamic_batching.max_queue_delay_microseconds > 0
