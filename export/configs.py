@@ -230,7 +230,7 @@ def fused_config(cfg: ServingConfig) -> mc.ModelConfig:
     return config
 
 
-def history_config(cfg: ServingConfig) -> mc.ModelConfig:
+def history_config(cfg: ServingConfig, gpu: bool = False) -> mc.ModelConfig:
     """`session_history`: records the event in Redis, hands the session's clicks to the recommender.
 
     Its dynamic batcher is what makes one Redis round trip per batch. Where Redis is (address, TLS,
@@ -241,7 +241,7 @@ def history_config(cfg: ServingConfig) -> mc.ModelConfig:
     _common(config, cfg)
     _tensors(config.input, HISTORY_INPUTS, ragged=True, optional=HISTORY_OPTIONAL)
     _tensors(config.output, HISTORY_OUTPUTS)
-    _instances(config, cfg.history_instances)
+    _instances(config, cfg.gpu_cpu_step_instances if gpu else cfg.history_instances)
     _history_parameters(config, cfg)
     return config
 
@@ -339,6 +339,7 @@ def all_configs(cfg: ServingConfig, version: int = -1) -> dict[str, str]:
         "recommend/config.pbtxt": render(ensemble_config(cfg, version)),
         "recommend/configs/gpu.pbtxt": render(ensemble_config(cfg, version, gpu=True)),
         f"{HISTORY}/config.pbtxt": render(history_config(cfg)),  # CPU work on either node kind
+        f"{HISTORY}/configs/gpu.pbtxt": render(history_config(cfg, gpu=True)),
         f"{SESSION_ENSEMBLE}/config.pbtxt": render(ensemble_config(cfg, version, name=SESSION_ENSEMBLE)),
         f"{SESSION_ENSEMBLE}/configs/gpu.pbtxt": render(ensemble_config(cfg, version, gpu=True, name=SESSION_ENSEMBLE)),
     }
