@@ -233,3 +233,22 @@ def test_three_step_layout_has_its_own_history_step(fresh_repository, redis_serv
         assert (length, state) == (2, "stored")
         assert ids == infer_recommend(own, [a, b], 10, False).as_numpy("ITEM_IDS")[0].tolist()
         assert click(own, "three-step", 2, [b])[2] == "duplicate"
+
+
+def test_history_survives_a_retrain_and_both_ensembles_switch(fresh_repository, trained_checkpoint, sample_path,
+                                                             redis_server, known, tmp_path):
+    from sessionrec.export.exporter import ExportOptions, export_version
+
+    env = {"SESSIONREC_REDIS_URL": redis_server.url}
+    with EmbeddedServer(fresh_repository, watch_seconds=0, log_file=tmp_path / "triton.log", environment=env) as server:
+        own = grpcclient.InferenceServerClient(server.grpc_url)
+        a, b, c = (int(x) for x in known[6:9])
+        click(own, "retrain-guest", 1, [a])
+        click(own, "retrain-guest", 2, [b])
+        export_version(trained_checkpoint, fresh_repository, ExportOptions(data=str(sample_path)), progress=False)
+        assert server.sync() and server.version == 2
+        config = own.get_model_config("recommend_session", as_json=True)["config"]
+        assert {int(s["model_version"]) for s in config["ensemble_scheduling"]["step"]} == {2}
+        ids, length, state = click(own, "retrain-guest", 3, [c])
+        assert (length, state) == (3, "stored")  # the session lived through the switch, in Redis
+        assert ids == infer_recommend(own, [a, b, c], 10, False).as_numpy("ITEM_IDS")[0].tolist()

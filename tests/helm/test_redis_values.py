@@ -82,3 +82,16 @@ def test_prepare_refuses_an_export_without_recommend_session(helm, tmp_path):
     shutil.rmtree(tmp_path / "recommend_session")
     result = run_prepare(docs, tmp_path, MODEL_VERSION="12")
     assert result.returncode != 0 and "has no recommend_session" in result.stderr
+
+
+def test_documented_trial_redis_is_valid_kubernetes():
+    """docs/examples/redis-trial.yaml (docs/SESSION_HISTORY.md, "Redis on a cluster") matches the schemas."""
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "examples" / "redis-trial.yaml"
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert {d["kind"] for d in docs} == {"Deployment", "Service"}
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
