@@ -248,11 +248,17 @@ class SessionHistory:
             self._sha = self._client.script_load(SCRIPT)
         ttl_ms = str(int(self.config.ttl_s * 1000))
         max_len = str(self.config.max_len)
+
+        def arguments(event: ClickEvent) -> tuple:
+            key = self.key(event.session_id)
+            return (self._sha, 2, f"{key}:c", f"{key}:f", str(event.seq), ttl_ms, max_len,
+                    *(str(int(i)) for i in event.new_items))
+
+        if len(events) == 1:  # the same single round trip, without redis-py's pipeline bookkeeping (~30 us)
+            return [self._client.evalsha(*arguments(events[0]))]
         pipe = self._client.pipeline(transaction=False)
         for event in events:
-            key = self.key(event.session_id)
-            pipe.evalsha(self._sha, 2, f"{key}:c", f"{key}:f", str(event.seq), ttl_ms, max_len,
-                         *(str(int(i)) for i in event.new_items))
+            pipe.evalsha(*arguments(event))
         replies = pipe.execute(raise_on_error=False)
         for reply in replies:
             if isinstance(reply, Exception):

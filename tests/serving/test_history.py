@@ -236,3 +236,11 @@ def test_environment_overrides(monkeypatch):
     assert (config.url, config.ttl_s, config.max_len) == ("redis://10.0.0.1:6380/2", 60.0, 7)
     with pytest.raises(ValueError, match="SESSIONREC_HISTORY_TTL_S"):
         HistoryConfig.from_environment(environ={"SESSIONREC_HISTORY_TTL_S": "soon"})
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_script_flushed_on_the_server_is_loaded_again(history, local_redis, batch):
+    click(history, b"s", 1, 1)
+    redis.Redis.from_url(local_redis.url).script_flush()  # as after a Redis restart
+    answers = history.record_many([ClickEvent(f"f{i}".encode(), np.array([i]), 1) for i in range(batch)])
+    assert [a.state for a in answers] == [STORED] * batch and history.failures == 0
