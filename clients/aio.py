@@ -46,6 +46,10 @@ class AsyncRecommendClient:
         self._retired: list[tuple[float, object]] = []
         self._client = self._connect()
         self._born = time.monotonic()
+        from sessionrec.clients.session import SESSION_MODEL, SequenceNumbers
+
+        self.session_model = SESSION_MODEL  # click() goes here
+        self.sequence = SequenceNumbers()  # click numbers per session (idempotency keys)
 
     async def recommend(self, session_items: Iterable[int], k: int = 20, exclude_seen: bool = False,
                         timeout: float | None = ...) -> Recommendation:
@@ -71,6 +75,17 @@ class AsyncRecommendClient:
                 if isinstance(outcome, BaseException):
                     raise outcome
         return results
+
+    async def click(self, session_id: str | bytes, items, k: int = 20, exclude_seen: bool = False, *,
+                    seq: int | None = None, full_session: Iterable[int] | None = None, timeout: float | None = ...):
+        """See RecommendClient.click."""
+        from sessionrec.clients import session as s
+
+        seq = self.sequence.next(str(session_id)) if seq is None else int(seq)
+        inputs = s.build_click_inputs(self._grpc, session_id, s.click_items(items), seq, k, exclude_seen, full_session)
+        deadline = self.timeout if timeout is ... else timeout
+        result = await s.infer_with_retries_async(self, self.session_model, inputs, deadline)
+        return s.parse_click_result(result, k, seq, f"{self.url} model {self.session_model!r}")
 
     async def ready(self, timeout: float = 2.0) -> bool:
         try:

@@ -154,6 +154,10 @@ class RecommendClient:
         self._client = self._connect()
         self._born = time.monotonic()
         self._closed = False
+        from sessionrec.clients.session import SESSION_MODEL, SequenceNumbers
+
+        self.session_model = SESSION_MODEL  # click() goes here
+        self.sequence = SequenceNumbers()  # click numbers per session (idempotency keys)
 
     # -- public API ------------------------------------------------------------------------------
     def recommend(self, session_items: Iterable[int], k: int = 20, exclude_seen: bool = False,
@@ -191,6 +195,24 @@ class RecommendClient:
                 if isinstance(outcome, BaseException):
                     raise outcome
         return results
+
+    def click(self, session_id: str | bytes, items, k: int = 20, exclude_seen: bool = False, *, seq: int | None = None,
+              full_session: Iterable[int] | None = None, timeout: float | None = ...):
+        """Record the guest's click(s) server-side and recommend from the whole session (`recommend_session`).
+
+        `items`: the item id just viewed (or a list of ids of this event). `seq`: the event's
+        sequence number (default: generated, the time in ms); retries resend it, so a click is stored
+        once. `full_session`: the caller's own copy of the session, answered from instead of the
+        stored one. Returns a SessionRecommendation (sessionrec.clients.session). Example:
+        `client.click("guest-42", 84051).item_ids`.
+        """
+        from sessionrec.clients import session as s
+
+        seq = self.sequence.next(str(session_id)) if seq is None else int(seq)
+        inputs = s.build_click_inputs(self._grpc, session_id, s.click_items(items), seq, k, exclude_seen, full_session)
+        deadline = self.timeout if timeout is ... else timeout
+        result = s.infer_with_retries(self, self.session_model, inputs, deadline)
+        return s.parse_click_result(result, k, seq, f"{self.url} model {self.session_model!r}")
 
     def ready(self, timeout: float = 2.0) -> bool:
         """The server is live and the ensemble has a ready version."""

@@ -31,8 +31,12 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 FUSED = "session_recommender"
 STEPS = ("preprocess", "session_encoder", "retrieval")  # the three-step ensemble, in order
-VERSIONED = (*STEPS, FUSED)  # models with a folder per version besides the ensemble's
-MODELS = (*VERSIONED, "recommend")
+HISTORY = "session_history"  # the stateful ensemble's first step (Redis), sessionrec.serving.history
+SESSION_ENSEMBLE = "recommend_session"  # one click in, the session kept server-side (HISTORY + the steps)
+STATEFUL = (HISTORY,)  # steps whose answer depends on more than the request (and any step reading SESSION_ID)
+VERSIONED = (*STEPS, FUSED, HISTORY)  # models with a folder per version besides the ensembles'
+ENSEMBLES = ("recommend", SESSION_ENSEMBLE)
+MODELS = (*VERSIONED, SESSION_ENSEMBLE, "recommend")  # "recommend" last: its version folder marks a version live
 
 INT64, INT32, FP32, BOOL = mc.TYPE_INT64, mc.TYPE_INT32, mc.TYPE_FP32, mc.TYPE_BOOL
 
@@ -46,7 +50,20 @@ PREPROCESS_OUTPUTS = GRAPH + [("unknown_count", INT32, [1]), ("fallback", BOOL, 
 ENCODER_OUTPUTS = [("session_embedding", FP32, [-1])]
 RETRIEVAL_INPUTS = [("session_embedding", FP32, [-1]), ("items", INT64, [-1]), ("fallback", BOOL, [1]), ("K", INT32, [1]), ("EXCLUDE_SEEN", BOOL, [1])]
 RETRIEVAL_OUTPUTS = [("ITEM_IDS", INT64, [-1]), ("SCORES", FP32, [-1])]
-FUSED_INPUTS, FUSED_OUTPUTS = ENSEMBLE_INPUTS, ENSEMBLE_OUTPUTS
+# recommend_session: the event (session id, its click(s), its sequence number) instead of the session.
+# ITEMS is optional there: the caller's full session, answered from instead of the stored history.
+EVENT_INPUTS = [("SESSION_ID", mc.TYPE_STRING, [1]), ("NEW_ITEMS", INT64, [-1]), ("CLICK_SEQ", INT64, [1])]
+HISTORY_INPUTS = EVENT_INPUTS + [("ITEMS", INT64, [-1])]
+HISTORY_OPTIONAL = ("ITEMS",)
+HISTORY_OUTPUTS = [("HISTORY", INT64, [-1]), ("HISTORY_LENGTH", INT32, [1]), ("HISTORY_STATE", mc.TYPE_STRING, [1])]
+SESSION_INPUTS = HISTORY_INPUTS + ENSEMBLE_INPUTS[1:]
+SESSION_OUTPUTS = ENSEMBLE_OUTPUTS + HISTORY_OUTPUTS[1:]
+# The fused CPU step serves both ensembles: `recommend` maps ITEMS/K/EXCLUDE_SEEN and its four outputs;
+# `recommend_session` also the event inputs and the history outputs. The history lookup then runs in
+# the same stub, with no extra shared-memory hop (docs/benchmarks/session.md measures the overhead).
+FUSED_INPUTS = ENSEMBLE_INPUTS + EVENT_INPUTS
+FUSED_OPTIONAL = tuple(name for name, _, _ in SESSION_INPUTS if name not in ("K", "EXCLUDE_SEEN"))
+FUSED_OUTPUTS = SESSION_OUTPUTS
 
 # Ensemble wiring: step -> ({step input: ensemble tensor}, {step output: ensemble tensor}).
 WIRING = {
@@ -65,8 +82,12 @@ WIRING = {
         {"ITEM_IDS": "ITEM_IDS", "SCORES": "SCORES"},
     ),
     FUSED: (
-        {name: name for name, _, _ in FUSED_INPUTS},
-        {name: name for name, _, _ in FUSED_OUTPUTS},
+        {name: name for name, _, _ in ENSEMBLE_INPUTS},
+        {name: name for name, _, _ in ENSEMBLE_OUTPUTS},
+    ),
+    HISTORY: (
+        {name: name for name, _, _ in HISTORY_INPUTS},
+        {"HISTORY": "_history", "HISTORY_LENGTH": "HISTORY_LENGTH", "HISTORY_STATE": "HISTORY_STATE"},
     ),
 }
 
@@ -83,7 +104,14 @@ class ServingConfig:
     encoder_instances: int = 1
     retrieval_instances: int = 1
     versions_kept: int = 2  # version_policy latest N: the current version and the previous one (rollback)
-    response_cache: bool = False  # cache ensemble responses (needs tritonserver --cache-config)
+    response_cache: bool = False  # cache `recommend` responses (needs tritonserver --cache-config)
+    # recommend_session cannot be cached: Triton's cache keys on the request alone, so a hit would
+    # answer from an older history and skip storing the click. True is refused (ConfigError).
+    session_response_cache: bool = False
+    history_instances: int = 1  # session_history stubs (each waits on Redis at most redis_timeout_ms per batch)
+    history_max_len: int = 50  # clicks kept per session in Redis (the model reads its newest max_len)
+    history_ttl_s: float = 1800.0  # sliding session expiry; SESSIONREC_HISTORY_TTL_S overrides it at run time
+    redis_timeout_ms: float = 20.0  # connect and reply timeout of one batch's round trip (then: degraded)
     triton_warmup: bool = True  # warm-up requests through Triton at each load of the fused step (model_warmup)
     # GPU cluster (configs/gpu.pbtxt):
     gpu_encoder_instances: int = 1
@@ -95,13 +123,19 @@ class ServingConfig:
     extra: dict = field(default_factory=dict)
 
 
-def _tensors(target, spec, ragged: bool = False) -> None:
+class ConfigError(ValueError):
+    """A combination of settings the generator refuses to write."""
+
+
+def _tensors(target, spec, ragged: bool = False, optional: tuple[str, ...] = ()) -> None:
     for name, dtype, dims in spec:
         tensor = target.add()
         tensor.name, tensor.data_type = name, dtype
         tensor.dims.extend(dims)
         if ragged:
             tensor.allow_ragged_batch = True
+        if name in optional:
+            tensor.optional = True
 
 
 PROBE_PRIORITY, PRIORITY_LEVELS = 1, 2  # probes ask for level 1; traffic gets the default, level 2
@@ -181,10 +215,14 @@ def fused_config(cfg: ServingConfig) -> mc.ModelConfig:
     """`session_recommender`: the whole pipeline in one python model (the CPU ensemble's step)."""
     config = mc.ModelConfig(name=FUSED, backend="python")
     _common(config, cfg)
-    _tensors(config.input, [FUSED_INPUTS[0]], ragged=True)  # sessions of any length batch together
-    _tensors(config.input, FUSED_INPUTS[1:])
+    # ITEMS ragged: sessions of any length batch together. Optional: a `recommend_session` event
+    # may carry only its new click(s) (the `recommend` ensemble still requires ITEMS of its callers).
+    _tensors(config.input, [FUSED_INPUTS[0]], ragged=True, optional=FUSED_OPTIONAL)
+    _tensors(config.input, FUSED_INPUTS[1:3])
+    _tensors(config.input, FUSED_INPUTS[3:], ragged=True, optional=FUSED_OPTIONAL)
     _tensors(config.output, FUSED_OUTPUTS)
     _instances(config, cfg.fused_instances)
+    _history_parameters(config, cfg)
     # Warm-up requests through Triton, before the new version counts as loaded. The stub's own
     # warm-up (LocalPipeline.warm_up) sizes the compute; these warm the path around it (the first
     # executes of a new stub: shared-memory buffers, tensors), which otherwise stalled the first
@@ -193,7 +231,7 @@ def fused_config(cfg: ServingConfig) -> mc.ModelConfig:
     # invalid request and a failed warm-up fails the load.
     for name, batch in (("one_session", 1), ("largest_batch", cfg.max_batch_size)) if cfg.triton_warmup else ():
         warm = config.model_warmup.add(name=name, batch_size=batch)
-        for tensor, dtype, dims in FUSED_INPUTS:
+        for tensor, dtype, dims in ENSEMBLE_INPUTS:
             sample = warm.inputs[tensor]
             sample.data_type = dtype
             sample.dims.extend([cfg.max_len] if tensor == "ITEMS" else dims)
@@ -202,6 +240,28 @@ def fused_config(cfg: ServingConfig) -> mc.ModelConfig:
             else:
                 sample.zero_data = True
     return config
+
+
+def history_config(cfg: ServingConfig, gpu: bool = False) -> mc.ModelConfig:
+    """`session_history`: records the event in Redis, hands the session's clicks to the recommender.
+
+    Its dynamic batcher is what makes one Redis round trip per batch. Where Redis is (address, TLS,
+    password, key prefix) comes from the server's environment (sessionrec.serving.history), so one
+    exported version serves any deployment; the parameters are the defaults the environment overrides.
+    """
+    config = mc.ModelConfig(name=HISTORY, backend="python")
+    _common(config, cfg)
+    _tensors(config.input, HISTORY_INPUTS, ragged=True, optional=HISTORY_OPTIONAL)
+    _tensors(config.output, HISTORY_OUTPUTS)
+    _instances(config, cfg.gpu_cpu_step_instances if gpu else cfg.history_instances)
+    _history_parameters(config, cfg)
+    return config
+
+
+def _history_parameters(config: mc.ModelConfig, cfg: ServingConfig) -> None:
+    for key, value in (("history_max_len", cfg.history_max_len), ("history_ttl_s", cfg.history_ttl_s),
+                       ("redis_timeout_ms", cfg.redis_timeout_ms)):
+        config.parameters[key].string_value = str(value)
 
 
 WARMUP_K, WARMUP_K_FILE = 20, "K"  # K of the warm-up requests, in <model>/warmup/K
@@ -217,24 +277,54 @@ def ensemble_steps(cfg: ServingConfig, gpu: bool = False) -> tuple[str, ...]:
     return (FUSED,) if cfg.fused_cpu and not gpu else STEPS
 
 
-def ensemble_config(cfg: ServingConfig, version: int = -1, gpu: bool = False) -> mc.ModelConfig:
-    """The `recommend` ensemble, every step pinned to `version` (-1 = latest, the template).
+def ensemble_config(cfg: ServingConfig, version: int = -1, gpu: bool = False, name: str = "recommend") -> mc.ModelConfig:
+    """The `recommend` ensemble (or `recommend_session`), every step pinned to `version` (-1 = latest, the template).
 
     Pinning makes a retrain's switch atomic: the steps load version N next to N-1, then reloading
     this config flips them all at once, so a request never mixes two versions' item numbering.
+    `recommend_session` is the same steps behind `session_history`, whose HISTORY feeds their ITEMS.
     """
-    config = mc.ModelConfig(name="recommend", platform="ensemble", max_batch_size=cfg.max_batch_size)
-    _tensors(config.input, ENSEMBLE_INPUTS)
-    _tensors(config.output, ENSEMBLE_OUTPUTS)
+    session = name == SESSION_ENSEMBLE
+    config = mc.ModelConfig(name=name, platform="ensemble", max_batch_size=cfg.max_batch_size)
+    _tensors(config.input, SESSION_INPUTS if session else ENSEMBLE_INPUTS, optional=HISTORY_OPTIONAL if session else ())
+    _tensors(config.output, SESSION_OUTPUTS if session else ENSEMBLE_OUTPUTS)
     config.version_policy.latest.num_versions = 1
-    if cfg.response_cache:
+    if cfg.session_response_cache if session else cfg.response_cache:
         config.response_cache.enable = True
-    for model in ensemble_steps(cfg, gpu):
+    steps = ensemble_steps(cfg, gpu)
+    if session and steps != (FUSED,):  # the fused step looks the history up itself; else a step of its own
+        steps = (HISTORY,) + steps
+    for model in steps:
         inputs, outputs = WIRING[model]
+        if session and model == FUSED:
+            inputs = {name: name for name, _, _ in SESSION_INPUTS}
+            outputs = {name: name for name, _, _ in SESSION_OUTPUTS}
+        elif session and "ITEMS" in inputs and model != HISTORY:
+            inputs = {**inputs, "ITEMS": "_history"}
         step = config.ensemble_scheduling.step.add(model_name=model, model_version=version)
         step.input_map.update(inputs)
         step.output_map.update(outputs)
+    refuse_stateful_cache(config)
     return config
+
+
+def refuse_stateful_cache(config: mc.ModelConfig) -> None:
+    """Raise ConfigError for a cached ensemble with a stateful step.
+
+    Triton's response cache hashes the request's inputs only. On `recommend_session` a hit would
+    answer a guest's second click on the same item with the first answer (an older history) and
+    skip the history step, so the click would never be stored. What does cache across replicas is
+    the one-click answer table (docs/ARCHITECTURE.md, "The stateful request").
+    """
+    stateful = [s.model_name for s in config.ensemble_scheduling.step
+                if s.model_name in STATEFUL or "SESSION_ID" in s.input_map]
+    if config.response_cache.enable and stateful:
+        raise ConfigError(
+            f"{config.name}: response_cache is enabled on an ensemble whose step {stateful[0]!r} is stateful "
+            "(it records the click in the session history); "
+            "the cache keys on the request alone, so hits would answer from an older history and skip storing "
+            "the click. Leave session_response_cache off (response_cache applies to `recommend` only)."
+        )
 
 
 def render(config: mc.ModelConfig) -> str:
@@ -260,17 +350,23 @@ def all_configs(cfg: ServingConfig, version: int = -1) -> dict[str, str]:
         f"{FUSED}/config.pbtxt": render(fused_config(cfg)),
         "recommend/config.pbtxt": render(ensemble_config(cfg, version)),
         "recommend/configs/gpu.pbtxt": render(ensemble_config(cfg, version, gpu=True)),
+        f"{HISTORY}/config.pbtxt": render(history_config(cfg)),  # CPU work on either node kind
+        f"{HISTORY}/configs/gpu.pbtxt": render(history_config(cfg, gpu=True)),
+        f"{SESSION_ENSEMBLE}/config.pbtxt": render(ensemble_config(cfg, version, name=SESSION_ENSEMBLE)),
+        f"{SESSION_ENSEMBLE}/configs/gpu.pbtxt": render(ensemble_config(cfg, version, gpu=True, name=SESSION_ENSEMBLE)),
     }
 
 
-def check_wiring(configs: dict[str, mc.ModelConfig]) -> list[str]:
+def check_wiring(configs: dict[str, mc.ModelConfig], ensemble_name: str = "recommend") -> list[str]:
     """Problems in the ensemble's tensor wiring: names, dtypes and producers (empty list = fine)."""
     problems = []
-    ensemble = configs["recommend"]
+    ensemble = configs[ensemble_name]
     available = {t.name: t.data_type for t in ensemble.input}
     for step in ensemble.ensemble_scheduling.step:
         model = configs[step.model_name]
         model_inputs = {t.name: t.data_type for t in model.input}
+        required = {t.name for t in model.input if not t.optional}
+        optional_ensemble = {t.name for t in ensemble.input if t.optional}
         for key, tensor in step.input_map.items():
             if key not in model_inputs:
                 problems.append(f"{step.model_name}: input_map key {key!r} is not an input of the model")
@@ -278,7 +374,9 @@ def check_wiring(configs: dict[str, mc.ModelConfig]) -> list[str]:
                 problems.append(f"{step.model_name}: input {key!r} reads {tensor!r}, which no earlier step produces")
             elif available[tensor] != model_inputs[key]:
                 problems.append(f"{step.model_name}: input {key!r} dtype differs from {tensor!r}")
-        missing = set(model_inputs) - set(step.input_map)
+            elif tensor in optional_ensemble and key in required:
+                problems.append(f"{step.model_name}: required input {key!r} reads the optional {tensor!r}")
+        missing = required - set(step.input_map)
         if missing:
             problems.append(f"{step.model_name}: inputs {sorted(missing)} are not mapped")
         model_outputs = {t.name: t.data_type for t in model.output}
@@ -289,7 +387,7 @@ def check_wiring(configs: dict[str, mc.ModelConfig]) -> list[str]:
                 available[tensor] = model_outputs[key]
     for out in ensemble.output:
         if out.name not in available:
-            problems.append(f"recommend: output {out.name!r} is produced by no step")
+            problems.append(f"{ensemble_name}: output {out.name!r} is produced by no step")
         elif available[out.name] != out.data_type:
-            problems.append(f"recommend: output {out.name!r} dtype differs from its producer")
+            problems.append(f"{ensemble_name}: output {out.name!r} dtype differs from its producer")
     return problems

@@ -60,6 +60,8 @@ class ExportOptions:
     min_top20_agreement: float = 0.99  # gate: top-20 overlap, ONNX vs PyTorch
     quality_sessions: int = 3000  # test prefixes for the precision variants' HR@20/MRR@20
     canaries: int = 12  # real sessions replayed by `sessionrec serve` before it reports healthy
+    one_click_k: int = 20  # the one-click answer table's K (sessionrec.serving.one_click); 0 = no table
+    one_click_max_items: int = 200_000  # larger catalogues get no table (one request per item to build it)
     serving: ServingConfig = field(default_factory=ServingConfig)
 
 
@@ -234,6 +236,7 @@ def export_version(checkpoint: str | Path, repository: str | Path, options: Expo
                 f"served-path check failed: top-20 agreement with PyTorch {agreement:.4f} < {floor:.4f}; refusing to publish"
             )
         manifest["canaries"] = _canaries(pipeline, ckpt, sessions, options.canaries)
+        manifest["one_click"] = _one_click_table(pipeline, ckpt, sessions, options, dirs["retrieval"], staged, manifest)
         _write_manifest(dirs, manifest)
         step("verified")
 
@@ -246,6 +249,30 @@ def export_version(checkpoint: str | Path, repository: str | Path, options: Expo
     finally:
         bar.close()
     return ExportResult(version=version, repository=repo, manifest=manifest, pruned=pruned)
+
+
+def _one_click_table(pipeline: LocalPipeline, ckpt, sessions, options: ExportOptions, folder: Path, staged: Path,
+                     manifest: dict) -> dict:
+    """Write the one-click answer table into the retrieval step's version folder (checksummed) and
+    add one-click canaries: their expected answers come from `pipeline`, which computed them (it was
+    loaded before the table existed), and the server answers them from the table."""
+    from sessionrec.serving import one_click
+
+    n_items = int(ckpt.raw_ids.size - 1)
+    if options.one_click_k <= 0 or n_items > options.one_click_max_items:
+        return {"built": False, "reason": "disabled" if options.one_click_k <= 0 else
+                f"catalogue of {n_items} items is over one_click_max_items={options.one_click_max_items}"}
+    ids, scores = one_click.build(pipeline, options.one_click_k)
+    for path in one_click.save(folder, ids, scores):
+        manifest["artifacts"][str(path.relative_to(staged))] = sha256_file(path)
+    firsts = list(dict.fromkeys(int(ckpt.raw_ids[s[0]]) for s in sessions))[:3]
+    for item in firsts:
+        answer = pipeline.recommend([item], ids.shape[1], False)
+        manifest["canaries"].append({
+            "items": [item], "k": int(ids.shape[1]), "exclude_seen": False, "expected_ids": answer.item_ids.tolist(),
+            "expected_scores": answer.scores.tolist(), "unknown_count": answer.unknown_count, "fallback": answer.fallback,
+        })
+    return {"built": True, "k": int(ids.shape[1]), "items": n_items, "files": [one_click.IDS_FILE, one_click.SCORES_FILE]}
 
 
 def _write_manifest(dirs: dict[str, Path], manifest: dict) -> None:

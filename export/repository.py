@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 from sessionrec.errors import SessionrecError
-from sessionrec.export.configs import MODELS, VERSIONED, ServingConfig, all_configs, warmup_files
+from sessionrec.export.configs import ENSEMBLES, MODELS, SESSION_ENSEMBLE, VERSIONED, ServingConfig, all_configs, warmup_files
 from sessionrec.serving.artifacts import read_manifest
 
 CHECKED_IN = Path(__file__).resolve().parent.parent / "model_repository"
@@ -136,7 +136,10 @@ def publish(repo: Path, staged: Path, version: int, cfg: ServingConfig) -> None:
         if target.exists():
             raise RepositoryError(f"{target}: version folder already exists; refusing to overwrite")
         os.replace(staged / model / str(version), target)
-    write_configs(repo, cfg, version=version, only=("recommend",))
+    if (staged / SESSION_ENSEMBLE / str(version)).is_dir():  # before `recommend`, whose folder marks N live
+        (repo / SESSION_ENSEMBLE).mkdir(exist_ok=True)
+        os.replace(staged / SESSION_ENSEMBLE / str(version), repo / SESSION_ENSEMBLE / str(version))
+    write_configs(repo, cfg, version=version, only=ENSEMBLES)
     os.replace(staged / "recommend" / str(version), repo / "recommend" / str(version))
     shutil.rmtree(staged, ignore_errors=True)
 
@@ -166,7 +169,7 @@ def rollback(repo: Path, cfg: ServingConfig | None = None) -> tuple[int, int]:
         raise RepositoryError(f"{repo}: no previous version to roll back to (live versions: {live or 'none'})")
     newest, previous = live[-1], live[-2]
     cfg = cfg or ServingConfig(**read_manifest(repo / "recommend" / str(previous)).get("serving_config", {}))
-    write_configs(repo, cfg, version=previous, only=("recommend",))
+    write_configs(repo, cfg, version=previous, only=ENSEMBLES)
     retired = retired_dir(repo) / str(newest)
     retired.mkdir(parents=True, exist_ok=True)
     target = retired / "recommend"

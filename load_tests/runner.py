@@ -30,8 +30,9 @@ from sessionrec.load_tests.sessions import load_sessions, write_replay_file
 from sessionrec.load_tests.sla import SLA, Verdict
 
 HERE = Path(__file__).resolve().parent
-LOCUSTFILES = {"grpc": HERE / "locustfile.py", "http": HERE / "http_locustfile.py"}
-USER_CLASSES = {"grpc": "RecommendUser", "http": "NaiveHttpUser"}
+LOCUSTFILES = {"grpc": HERE / "locustfile.py", "http": HERE / "http_locustfile.py",
+               "session": HERE / "session_locustfile.py"}
+USER_CLASSES = {"grpc": "RecommendUser", "http": "NaiveHttpUser", "session": "SessionClickUser"}
 
 
 class LoadTestError(SessionrecError):
@@ -43,7 +44,8 @@ class LoadTest:
     host: str  # gRPC "HOST:PORT" (protocol grpc) or "http://HOST:PORT" (protocol http)
     sessions_file: Path  # replay file (load_tests/sessions.py)
     out_dir: Path
-    protocol: str = "grpc"  # grpc: the ensemble through sessionrec.clients; http: the naive JSON server
+    protocol: str = "grpc"  # grpc: the ensemble through sessionrec.clients; http: the naive JSON server;
+    # session: recommend_session, one click per request (RecommendClient.click; the server keeps the session)
     users: int = 8
     spawn_rate: float | None = None  # users started per second; default: all of them within a second
     run_time_s: float = 30.0
@@ -181,13 +183,16 @@ def _kill(process: subprocess.Popen) -> None:
 
 
 def run_embedded(repository: str | Path, test: LoadTest, response_cache_bytes: int = 0,
-                 log_file: str | Path | None = None) -> LoadTestResult:
-    """Start the embedded server on `repository` (canaries verified), run `test` against it, stop it."""
+                 log_file: str | Path | None = None, environment: dict[str, str] | None = None) -> LoadTestResult:
+    """Start the embedded server on `repository` (canaries verified), run `test` against it, stop it.
+
+    `environment`: for the server (SESSIONREC_REDIS_URL serves recommend_session, for protocol "session").
+    """
     from sessionrec.serving.embedded import EmbeddedServer
 
     log_file = log_file or Path(test.out_dir) / "tritonserver.log"
     with EmbeddedServer(repository, watch_seconds=0, response_cache_bytes=response_cache_bytes,
-                        log_file=log_file) as server:
+                        log_file=log_file, environment=environment) as server:
         return run_load_test(replace(test, host=server.grpc_url))
 
 

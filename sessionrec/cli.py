@@ -7,6 +7,7 @@
     sessionrec rollback --repository DIR     serve the previous version again
     sessionrec build-engine --repository DIR TensorRT plan on a GPU node
     sessionrec recommend ITEM ... --url HOST:PORT     ask a running server
+    sessionrec click SESSION ITEM ...        one click; the server keeps the session (Redis)
     sessionrec loadtest --repository DIR     Locust run with an SLA check
     sessionrec demo                          all of the above on the bundled sample
 """
@@ -26,6 +27,7 @@ COMMANDS = [
     "sessionrec.commands.build_engine_cmd",
     "sessionrec.commands.serve_cmd",
     "sessionrec.commands.recommend_cmd",
+    "sessionrec.commands.click_cmd",
     "sessionrec.commands.loadtest_cmd",
     "sessionrec.commands.demo_cmd",
 ]

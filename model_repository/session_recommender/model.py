@@ -30,17 +30,27 @@ class TritonPythonModel:
 
         self.request = PipelineRequest
         self.dtypes = io.output_dtypes(args, pb_utils)
+        # recommend_session events (SESSION_ID present) look their history up here, in this stub;
+        # nothing connects until the first event, so `recommend` never depends on Redis.
+        from sessionrec.serving import history, stateful
+
+        self.history, self.stateful, self.event = history.for_model(lambda k, d: io.parameter(args, k, d)), stateful, history.ClickEvent
 
     def execute(self, requests):
         # Triton rejects a request missing a required input before it gets here.
-        batch = [self.request(*(io.input_array(pb_utils, r, name) for name in ("ITEMS", "K", "EXCLUDE_SEEN")))
-                 for r in requests]
+        batch = []
+        for r in requests:
+            event = io.click_event(pb_utils, r, self.event) if io.optional_array(pb_utils, r, "SESSION_ID") is not None else None
+            batch.append(self.stateful.StepRequest(io.optional_array(pb_utils, r, "ITEMS"), io.input_array(pb_utils, r, "K"),
+                                                   io.input_array(pb_utils, r, "EXCLUDE_SEEN"), event))
         responses = []
-        for answer in self.pipeline.recommend_many(batch):
-            if isinstance(answer, Exception):
-                responses.append(io.error_response(pb_utils, str(answer)))
-            else:
-                responses.append(io.response(pb_utils, {
-                    "ITEM_IDS": answer.item_ids, "SCORES": answer.scores,
-                    "UNKNOWN_COUNT": answer.unknown_count, "FALLBACK": answer.fallback}, self.dtypes))
+        for out in self.stateful.recommend_with_history(self.pipeline, self.history, batch):
+            if isinstance(out, Exception):
+                responses.append(io.error_response(pb_utils, str(out)))
+                continue
+            answer = out.answer
+            responses.append(io.response(pb_utils, {
+                "ITEM_IDS": answer.item_ids, "SCORES": answer.scores, "UNKNOWN_COUNT": answer.unknown_count,
+                "FALLBACK": answer.fallback, "HISTORY_LENGTH": out.history_length,
+                "HISTORY_STATE": out.history_state}, self.dtypes))
         return responses

@@ -1,7 +1,9 @@
 """`sessionrec demo`: the whole product on the bundled sample, on the embedded default.
 
 train (small model, bundled Diginetica sample) -> export (verified version 1) -> serve (real
-tritonserver on 127.0.0.1, canaries checked) -> a few gRPC recommendations printed -> stop.
+tritonserver on 127.0.0.1, canaries checked) -> a few gRPC recommendations printed -> one guest
+session click by click through `recommend_session` (history in a throwaway redis-server, where
+redis-server is installed) -> stop.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def run(args) -> int:
     from sessionrec.export.exporter import ExportOptions, export_version
     from sessionrec.model import ModelConfig
     from sessionrec.serving.embedded import EmbeddedServer, infer_recommend
+    from sessionrec.serving.redis_local import LocalRedis, redis_server_binary
     from sessionrec.train import TrainConfig, train
 
     out = Path(args.out)
@@ -54,7 +57,11 @@ def run(args) -> int:
     print("[3/4] starting tritonserver on 127.0.0.1 (canaries must match before it counts as healthy) ...", flush=True)
     dataset = load_dataset(SAMPLE)
     raw = load_checkpoint(result.best_path).raw_ids
-    with EmbeddedServer(out / "repository", watch_seconds=0, log_file=out / "tritonserver.log") as server:
+    # A throwaway redis-server (scripts/setup.sh installs Debian's) for the click-by-click part.
+    redis = LocalRedis().start() if redis_server_binary() else None
+    environment = {"SESSIONREC_REDIS_URL": redis.url} if redis else {}
+    with EmbeddedServer(out / "repository", watch_seconds=0, log_file=out / "tritonserver.log",
+                        environment=environment) as server:
         print(f"      healthy: gRPC {server.grpc_url}, version {server.version}", flush=True)
         client = grpcclient.InferenceServerClient(server.grpc_url)
         print("[4/4] recommendations over gRPC (raw Diginetica item ids):", flush=True)
@@ -72,5 +79,29 @@ def run(args) -> int:
         fallback = infer_recommend(client, [123456789], 3, False)
         print(f"      all-unknown session -> popular items {fallback.as_numpy('ITEM_IDS')[0].tolist()} "
               f"(FALLBACK={bool(fallback.as_numpy('FALLBACK')[0, 0])})", flush=True)
+        if redis is not None:
+            click_by_click(server.grpc_url, raw[dataset.test[1][:4]].tolist())
+        else:
+            print("      (redis-server not installed: the click-by-click part through recommend_session is left out; "
+                  "scripts/setup.sh installs it)", flush=True)
+    if redis is not None:
+        redis.close()
     print(f"done in {time.perf_counter() - started:.0f} s; server stopped. Repository: {out / 'repository'}", flush=True)
     return 0
+
+
+def click_by_click(url: str, clicks: list[int]) -> None:
+    """One guest session sent one click at a time; the server keeps the session in Redis."""
+    from sessionrec.clients import RecommendClient
+
+    print("      one guest, click by click (recommend_session: the page sends only the item just viewed):", flush=True)
+    with RecommendClient(url) as client:
+        for item in clicks:
+            t = time.perf_counter()
+            rec = client.click("demo-guest", item, k=5)
+            ms = (time.perf_counter() - t) * 1000
+            print(f"        click {item:>7} -> history {rec.history_length} clicks ({rec.state}): "
+                  f"{rec.item_ids}   [{ms:.1f} ms]", flush=True)
+        retry = client.click("demo-guest", clicks[-1], k=5, seq=rec.seq)
+        print(f"        the last click sent again (a retry, same seq) -> {retry.state}, history "
+              f"{retry.history_length} clicks", flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -41,6 +42,11 @@ def add_parser(sub) -> None:
     parser.add_argument("--sla-max-failures", type=int, default=0, help="failed requests allowed (default 0)")
     parser.add_argument("--response-cache-mb", type=int, default=0,
                         help="with --repository: Triton response cache size (the export needs --response-cache)")
+    parser.add_argument("--mode", choices=("full", "click"), default="full",
+                        help="full: each request carries the session so far (`recommend`); click: one click per "
+                             "request with a session id, the server keeps the session (`recommend_session`)")
+    parser.add_argument("--redis", help="with --repository and --mode click: the server's Redis, a redis:// URL or "
+                                        "'local' (a throwaway redis-server on 127.0.0.1; default local)")
     parser.add_argument("--tls-ca", help="CA certificate: gRPC over TLS (with --host)")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run)
@@ -57,10 +63,12 @@ def run(args) -> int:
         run_time_s=args.run_time, warmup_s=args.warmup, think_time=args.think_time, arrival_rate=args.arrival_rate,
         k=args.k, exclude_seen=args.exclude_seen, distinct_sessions=args.distinct_sessions, deadline_s=args.deadline,
         retries=args.retries, sla=SLA(args.sla_percentile, args.sla_ms, args.sla_max_failures), seed=args.seed,
-        tls_ca=args.tls_ca,
+        tls_ca=args.tls_ca, protocol="session" if args.mode == "click" else "grpc",
     )
     if args.repository:
-        result = run_embedded(args.repository, test, response_cache_bytes=args.response_cache_mb << 20)
+        with redis_for(args) as environment:
+            result = run_embedded(args.repository, test, response_cache_bytes=args.response_cache_mb << 20,
+                                  environment=environment)
     else:
         result = run_load_test(test)
     summary, latency = result.summary, result.summary["latency_ms"]
@@ -72,3 +80,17 @@ def run(args) -> int:
         print(f"  {name:8} {result.files[name]}")
     print(result.verdict.line())
     return 0 if result.passed else 1
+
+
+@contextmanager
+def redis_for(args):
+    """The server environment for --mode click: SESSIONREC_REDIS_URL of --redis, or of a local redis-server."""
+    if args.mode != "click":
+        yield {}
+    elif args.redis and args.redis != "local":
+        yield {"SESSIONREC_REDIS_URL": args.redis}
+    else:
+        from sessionrec.serving.redis_local import LocalRedis
+
+        with LocalRedis() as redis:
+            yield {"SESSIONREC_REDIS_URL": redis.url}

@@ -31,6 +31,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--tls-key", help="server private key (PEM) for gRPC TLS")
     parser.add_argument("--watch-seconds", type=float, default=2.0, help="how often to look for a new live version (0 = never)")
     parser.add_argument("--log-file", help="tritonserver log (default: a temp file, printed at start)")
+    parser.add_argument("--redis", help="serve recommend_session with the guest history in this Redis: a redis:// "
+                                        "(or rediss://) URL, or 'local' for a throwaway redis-server on 127.0.0.1 "
+                                        "(default: $SESSIONREC_REDIS_URL; unset = recommend only)")
     parser.set_defaults(run=run)
 
 
@@ -44,18 +47,36 @@ def run(args) -> int:
         if not (args.tls_cert and args.tls_key):
             raise SystemExit("sessionrec serve: error: --tls-cert and --tls-key go together")
         tls = GrpcTLS(server_cert=args.tls_cert, server_key=args.tls_key)
+    local_redis = None
+    environment = {}
+    if args.redis == "local":
+        from sessionrec.serving.redis_local import LocalRedis
+
+        local_redis = LocalRedis().start()
+        environment["SESSIONREC_REDIS_URL"] = local_redis.url
+    elif args.redis:
+        environment["SESSIONREC_REDIS_URL"] = args.redis
     server = EmbeddedServer(
         args.repository, watch_seconds=args.watch_seconds, address=args.address, grpc_port=args.grpc_port,
         http_port=args.http_port, metrics_port=args.metrics_port,
         response_cache_bytes=args.response_cache_mb << 20, grpc_tls=tls, log_file=args.log_file,
+        environment=environment,
     )
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    server.start()
+    try:
+        server.start()
+    except BaseException:
+        if local_redis is not None:
+            local_redis.close()
+        raise
     try:
         print(f"sessionrec serve: healthy, serving version {server.version}", flush=True)
-        print(f"  gRPC    {server.grpc_url}   (model 'recommend')", flush=True)
+        models = "'recommend'" + (", 'recommend_session'" if server.session_models else "")
+        print(f"  gRPC    {server.grpc_url}   (models {models})", flush=True)
+        if local_redis is not None:
+            print(f"  redis   {local_redis.url}   (throwaway, in memory)", flush=True)
         print(f"  HTTP    {server.http_url}", flush=True)
         print(f"  metrics {server.metrics_url}", flush=True)
         print(f"  log     {server.server.log_path}", flush=True)
@@ -63,4 +84,6 @@ def run(args) -> int:
         print("sessionrec serve: stopping", flush=True)
     finally:
         server.stop()
+        if local_redis is not None:
+            local_redis.close()
     return 0

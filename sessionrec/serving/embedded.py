@@ -14,6 +14,7 @@ watcher also restarts a step whose python-backend stub process died (`heal`).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from dataclasses import dataclass
@@ -22,12 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from sessionrec.errors import SessionrecError
-from sessionrec.export.configs import VERSIONED, parse
+from sessionrec.export.configs import HISTORY, SESSION_ENSEMBLE, VERSIONED, parse
 from sessionrec.export.repository import current_version, live_versions
 from sessionrec.serving.artifacts import read_manifest
 from sessionrec.serving.launcher import TritonServer
 
 log = logging.getLogger("sessionrec.serve")
+REDIS_URL_ENV = "SESSIONREC_REDIS_URL"  # sessionrec.serving.history.ENVIRONMENT
 SCORE_TOLERANCE = 1e-3  # absolute, on dot-product scores of order 1-20
 # Triton's answer once a python-backend stub process has died (killed, OOM): the model still reports
 # READY, is never restarted, and every request through it fails (docs/RELIABILITY.md, "Faults").
@@ -102,6 +104,20 @@ def ensemble_steps_on_disk(repository: Path) -> tuple[str, ...]:
     return steps
 
 
+def session_models_on_disk(repository: Path) -> tuple[str, ...]:
+    """The models recommend_session adds to `recommend`'s: (recommend_session,) on the fused CPU layout
+    (its step looks the history up itself), (session_history, recommend_session) on the others; ()
+    when the repository has no stateful ensemble (exported before it existed)."""
+    path = Path(repository) / SESSION_ENSEMBLE / "config.pbtxt"
+    if not path.is_file():
+        return ()
+    try:
+        steps = {step.model_name for step in parse(path.read_text()).ensemble_scheduling.step}
+    except (OSError, ValueError) as exc:
+        raise SessionrecError(f"{path}: cannot read the ensemble config: {exc}") from None
+    return (HISTORY, SESSION_ENSEMBLE) if HISTORY in steps else (SESSION_ENSEMBLE,)
+
+
 def _precompile_model_code(repository: Path, versions, venv_python) -> None:
     """Write the bytecode of each step's model.py of `versions` before Triton first loads them.
 
@@ -131,7 +147,8 @@ def _precompile_model_code(repository: Path, versions, venv_python) -> None:
 class EmbeddedServer:
     """tritonserver + canary gate + version watcher. Use as a context manager or start()/stop()."""
 
-    def __init__(self, repository: str | Path, watch_seconds: float = 2.0, **server_kwargs):
+    def __init__(self, repository: str | Path, watch_seconds: float = 2.0, session_history: bool | None = None,
+                 **server_kwargs):
         self.repository = Path(repository).resolve()
         if current_version(self.repository) is None:
             raise SessionrecError(f"{self.repository}: no live model version (run `sessionrec export` first)")
@@ -140,7 +157,15 @@ class EmbeddedServer:
         # not found" (not retryable: it also means a typo) while the ensemble is still loading.
         # Only the ensemble's own steps: on the CPU layout that is one stub (session_recommender).
         self.steps = ensemble_steps_on_disk(self.repository)
-        self.server = TritonServer(self.repository, models=[*self.steps, "recommend"], **server_kwargs)
+        # recommend_session (guest history in Redis) where the export wrote it and a Redis is configured
+        # (SESSIONREC_REDIS_URL; `session_history` overrides): one more stub, only where it is used.
+        # Its history step connects lazily, so a Redis that is down never delays or fails the start.
+        if session_history is None:
+            environment = {**os.environ, **(server_kwargs.get("environment") or {})}
+            session_history = bool(environment.get(REDIS_URL_ENV))
+        self.session_models = session_models_on_disk(self.repository) if session_history else ()
+        self.server = TritonServer(self.repository, models=[*self.steps, "recommend", *self.session_models],
+                                   **server_kwargs)
         self.watch_seconds = watch_seconds
         self.version: int | None = None
         self.events: list[str] = []  # what the watcher did, for logs and tests
@@ -210,7 +235,8 @@ class EmbeddedServer:
                     # pins `previous`. Triton keeps a model version serving until its reload is ready,
                     # and keeps the loaded model when a load fails (a corrupted artifact): no gap.
                     _precompile_model_code(self.repository, [target], self.server.venv_python)
-                    for model in steps:  # the newest two versions of each (version_policy)
+                    extra = tuple(m for m in self.session_models if m == HISTORY)
+                    for model in steps + extra:  # the newest two versions of each (version_policy)
                         self.server.load_model(model)
                 # The switch: the ensemble pinned to target. A rollback goes straight here: loading a
                 # step first would drop the retired version's instances from under the ensemble still
@@ -223,6 +249,8 @@ class EmbeddedServer:
                 report = replay_canaries(self.server.client(), read_manifest(self.repository / "recommend" / str(target)))
                 if not report.ok:
                     raise CanaryMismatch(f"version {target}: {report.failures[0]}")
+                if self.session_models:  # the stateful ensemble follows once the version is verified
+                    self.server.load_model(SESSION_ENSEMBLE, config_json=self._ensemble_json(target, SESSION_ENSEMBLE))
             except Exception as exc:  # noqa: BLE001 - keep serving whatever still works
                 self.events.append(f"switch to version {target} failed: {exc}")
                 log.error("switch to version %s failed, staying on %s: %s", target, previous, exc)
@@ -247,13 +275,13 @@ class EmbeddedServer:
 
         return ensemble_steps(self._serving_config(version))
 
-    def _ensemble_json(self, version: int) -> str:
+    def _ensemble_json(self, version: int, name: str = "recommend") -> str:
         """The ensemble config pinned to `version`, as the load API takes it."""
         from google.protobuf import json_format
 
         from sessionrec.export.configs import ensemble_config
 
-        config = ensemble_config(self._serving_config(version), version)
+        config = ensemble_config(self._serving_config(version), version, name=name)
         return json_format.MessageToJson(config, preserving_proto_field_name=True)
 
     def _restore(self, previous: int | None) -> None:
@@ -262,6 +290,8 @@ class EmbeddedServer:
             return
         try:
             self.server.load_model("recommend", config_json=self._ensemble_json(previous))
+            if self.session_models:
+                self.server.load_model(SESSION_ENSEMBLE, config_json=self._ensemble_json(previous, SESSION_ENSEMBLE))
         except Exception as exc:  # noqa: BLE001
             log.error("could not restore version %s: %s", previous, exc)
 

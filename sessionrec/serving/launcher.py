@@ -230,6 +230,7 @@ class TritonServer:
         exit_timeout_s: int = 10,
         extra_args: Sequence[str] = (),
         admin_headers: dict[str, str] | None = None,
+        environment: dict[str, str] | None = None,
     ):
         """
         Args:
@@ -246,6 +247,8 @@ class TritonServer:
             extra_args: more tritonserver flags, appended last.
             admin_headers: headers the launcher's own repository-index calls send, for a server
                 whose admin APIs are restricted (--http-restricted-api, as the Helm chart runs it).
+            environment: variables set for the server and its python models, over this process's
+                (e.g. SESSIONREC_REDIS_URL for the session history step).
         """
         self.model_repository = Path(model_repository).absolute()
         self.models = None if models is None else list(models)
@@ -258,6 +261,7 @@ class TritonServer:
         self.exit_timeout_s = exit_timeout_s
         self.extra_args = list(extra_args)
         self.admin_headers = dict(admin_headers or {})
+        self.environment = dict(environment or {})
         self.log_path = Path(log_file) if log_file else self._default_log_path()
         self._requested_ports = {"grpc": grpc_port, "http": http_port, "metrics": metrics_port}
         self.ports = dict(self._requested_ports)
@@ -314,7 +318,7 @@ class TritonServer:
             raise LauncherError(f"tritonserver already running (pid {self.pid})")
         if not self.model_repository.is_dir():
             raise FileNotFoundError(f"model repository not found: {self.model_repository}")
-        env = server_environment(self.venv_python)
+        env = server_environment(self.venv_python) | self.environment
         found = find_tritonserver(_interpreter(self.venv_python).version)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(3):

@@ -101,3 +101,26 @@ def load_at_low_priority(load: Callable[[], T], niceness: int | None = None) -> 
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+def optional_array(pb_utils, request, name: str) -> np.ndarray | None:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
+
+
+def click_event(pb_utils, request, event_type):
+    """One recommend_session request -> a history ClickEvent (one event per request: one row), or
+    a ValueError naming the tensors when a request batches several rows: each event's history has
+    its own length, and one response carries one rectangular tensor."""
+    session = input_array(pb_utils, request, "SESSION_ID").reshape(-1)
+    new_items = input_array(pb_utils, request, "NEW_ITEMS")
+    seq = input_array(pb_utils, request, "CLICK_SEQ").reshape(-1)
+    full = pb_utils.get_input_tensor_by_name(request, "ITEMS")  # optional: None when not sent
+    items = None if full is None else full.as_numpy()
+    if session.size != 1 or seq.size != 1 or new_items.shape[0] != 1 or (items is not None and items.shape[0] != 1):
+        return ValueError("recommend_session takes one event per request: SESSION_ID, CLICK_SEQ, NEW_ITEMS "
+                         f"(and ITEMS) with one row each, got SESSION_ID {list(session.shape)}, NEW_ITEMS "
+                         f"{list(new_items.shape)}")
+    raw = session[0]
+    return event_type(raw if isinstance(raw, bytes) else str(raw).encode(), new_items[0], int(seq[0]),
+                      None if items is None else items[0])

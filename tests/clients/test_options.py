@@ -87,3 +87,12 @@ def test_table_lists_items_and_flags_the_fallback():
     lines = table.splitlines()
     assert lines[1].split() == ["1", "11", "0.5000"] and lines[2].split() == ["2", "22", "0.2500"]
     assert "unknown input ids: 2" in table and "fallback" in table
+
+
+def test_click_sequence_numbers_increase_per_session_even_within_one_millisecond():
+    from sessionrec.clients.session import SequenceNumbers
+
+    numbers = SequenceNumbers(capacity=2, clock=lambda: 1000.0)
+    assert [numbers.next("a"), numbers.next("a"), numbers.next("b"), numbers.next("a")] == [1_000_000, 1_000_001, 1_000_000, 1_000_002]
+    numbers.next("c")  # evicts "b" (capacity 2): its next number restarts from the clock
+    assert numbers.next("b") == 1_000_000

@@ -13,6 +13,7 @@ sys.meta_path.insert(0, Block())
 import sessionrec.serving.artifacts, sessionrec.serving.preprocess, sessionrec.serving.retrieval
 import sessionrec.serving.encoder, sessionrec.serving.triton_io, sessionrec.serving.pipeline
 import sessionrec.export.faiss_index, sessionrec.export.configs
+import sessionrec.serving.history, sessionrec.serving.stateful, sessionrec.serving.one_click
 assert "torch" not in sys.modules
 print("ok")
 """

@@ -5,8 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tritonclient.grpc import model_config_pb2 as mc
+
 from sessionrec.export.configs import (
-    FUSED, STEPS, WARMUP_K, WARMUP_K_FILE, ServingConfig, all_configs, check_wiring, ensemble_config, ensemble_steps,
+    FUSED, HISTORY, SESSION_ENSEMBLE, STEPS, ConfigError, refuse_stateful_cache, WARMUP_K, WARMUP_K_FILE, ServingConfig, all_configs, check_wiring, ensemble_config, ensemble_steps,
     fused_config, parse, warmup_files,
 )
 
@@ -47,7 +49,9 @@ def test_ensemble_wiring(variant, fused, steps):
 def test_fused_step_takes_the_ensemble_inputs_ragged():
     fused = parsed()[f"{FUSED}/config.pbtxt"]
     assert fused.backend == "python" and fused.input[0].name == "ITEMS" and fused.input[0].allow_ragged_batch
-    assert [t.name for t in fused.output] == [t.name for t in parsed()["recommend/config.pbtxt"].output]
+    # the four `recommend` outputs, then the history's: the step serves both ensembles
+    assert [t.name for t in fused.output][:4] == [t.name for t in parsed()["recommend/config.pbtxt"].output]
+    assert [t.name for t in fused.output] == [t.name for t in parsed()[f"{SESSION_ENSEMBLE}/config.pbtxt"].output]
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -116,3 +120,46 @@ def test_write_configs_leaves_unchanged_files_alone(tmp_path):
     assert (fused.stat().st_ino, fused.stat().st_mtime_ns) != stamps[fused]
     assert "max_batch_size: 32" in fused.read_text()
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("variant,fused,steps", [
+    ("config.pbtxt", True, (FUSED,)),  # the fused step looks the history up itself: no extra hop
+    ("config.pbtxt", False, (HISTORY, *STEPS)),
+    ("configs/gpu.pbtxt", True, (HISTORY, *STEPS)),
+])
+def test_session_ensemble_wiring(variant, fused, steps):
+    configs = configs_of(variant, 7, fused_cpu=fused)
+    assert check_wiring(configs, SESSION_ENSEMBLE) == []
+    ensemble = configs[SESSION_ENSEMBLE]
+    assert tuple(s.model_name for s in ensemble.ensemble_scheduling.step) == steps
+    assert {s.model_version for s in ensemble.ensemble_scheduling.step} == {7}
+    # a separate recommender reads the history, never the caller's optional ITEMS directly
+    first_items = [s.input_map["ITEMS"] for s in ensemble.ensemble_scheduling.step[1:] if "ITEMS" in s.input_map]
+    assert first_items == ([] if steps == (FUSED,) else ["_history"])
+    assert [t.name for t in ensemble.input if t.optional] == ["ITEMS"]
+    assert [t.name for t in ensemble.output][-2:] == ["HISTORY_LENGTH", "HISTORY_STATE"]
+
+
+def test_response_cache_is_refused_on_the_stateful_ensemble():
+    assert ensemble_config(ServingConfig(response_cache=True)).response_cache.enable  # `recommend` may cache
+    assert not ensemble_config(ServingConfig(response_cache=True), name=SESSION_ENSEMBLE).response_cache.enable
+    with pytest.raises(ConfigError, match="older history"):
+        all_configs(ServingConfig(session_response_cache=True))
+    cached = ensemble_config(ServingConfig(), name=SESSION_ENSEMBLE)
+    cached.response_cache.enable = True  # e.g. a hand-edited config
+    with pytest.raises(ConfigError, match="stateful"):
+        refuse_stateful_cache(cached)
+    gpu = ensemble_config(ServingConfig(), gpu=True, name=SESSION_ENSEMBLE)
+    gpu.response_cache.enable = True
+    with pytest.raises(ConfigError, match="'session_history' is stateful"):
+        refuse_stateful_cache(gpu)
+
+
+def test_history_step_carries_its_defaults():
+    configs = parsed(history_max_len=12, history_ttl_s=60.0)
+    for model in (HISTORY, FUSED):
+        config = configs[f"{model}/config.pbtxt"]
+        assert config.parameters["history_max_len"].string_value == "12"
+        assert config.parameters["history_ttl_s"].string_value == "60.0"
+    history = configs[f"{HISTORY}/config.pbtxt"]
+    assert history.input[0].data_type == mc.TYPE_STRING and history.dynamic_batching.max_queue_delay_microseconds > 0

@@ -82,3 +82,17 @@ def test_a_locust_that_ends_early_is_seen_without_being_reaped(tmp_path):
     assert running.exited()  # still there to be collected
     with pytest.raises(LoadTestError, match="(?s)exited with 2 and wrote no report.*no such option"):
         running.wait()
+
+
+def test_click_mode_replays_sessions_one_click_at_a_time(exported_repository, tmp_path, capsys):
+    """`--mode click`: recommend_session with session ids, a local redis-server, 0 failed, every click stored."""
+    out = tmp_path / "run"
+    code = main(["loadtest", "--repository", str(exported_repository), "--mode", "click", "--users", "4",
+                 "--run-time", "5", "--think-time", "0:0.01", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    summary = json.loads((out / "locust_summary.json").read_text())
+    assert summary["requests"] > 50 and summary["failures"] == 0
+    console = (out / "locust_console.log").read_text()
+    states = dict(part.split("=") for part in console.split("history states ")[1].splitlines()[0].split(", "))
+    assert int(states["stored"]) >= summary["requests"] * 0.99 and "degraded" not in states, states

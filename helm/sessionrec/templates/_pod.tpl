@@ -174,6 +174,23 @@ steps=$(sed -n 's/^ *model_name: *"\([^"]*\)" *$/\1/p' "${ensemble_config}" | so
 for step in ${steps}; do
   [ -d "${REPOSITORY}/${step}" ] || fail "${ENSEMBLE} runs ${step}, which ${SOURCE_URI} lacks: the export is incomplete"
 done
+# redis.enabled: recommend_session stays too, with its steps (the fused one it shares on CPU nodes,
+# session_history in front of the three steps on GPU nodes).
+if [ -n "${SESSION_ENSEMBLE:-}" ]; then
+  session_config="${REPOSITORY}/${SESSION_ENSEMBLE}/config.pbtxt"
+  if [ -n "${CONFIG_NAME}" ]; then
+    for candidate in "${REPOSITORY}/${SESSION_ENSEMBLE}/configs/${CONFIG_NAME}.pbtxt" \
+        "${REPOSITORY}/${SESSION_ENSEMBLE}/configs/${CONFIG_FALLBACK:-${CONFIG_NAME}}.pbtxt"; do
+      if [ -f "${candidate}" ]; then session_config="${candidate}"; break; fi
+    done
+  fi
+  [ -f "${session_config}" ] || fail "redis.enabled, but ${SOURCE_URI} has no ${SESSION_ENSEMBLE}: export it with a sessionrec that writes it"
+  session_steps=$(sed -n 's/^ *model_name: *"\([^"]*\)" *$/\1/p' "${session_config}" | sort -u)
+  for step in ${session_steps}; do
+    [ -d "${REPOSITORY}/${step}" ] || fail "${SESSION_ENSEMBLE} runs ${step}, which ${SOURCE_URI} lacks: the export is incomplete"
+  done
+  steps=$(printf '%s\n%s\n%s\n' "${steps}" "${SESSION_ENSEMBLE}" "${session_steps}" | sort -u)
+fi
 for model in "${REPOSITORY}"/*/; do
   name=$(basename "${model%/}")
   if [ "${name}" != "${ENSEMBLE}" ] && ! printf '%s\n' "${steps}" | grep -qx "${name}"; then
@@ -251,6 +268,10 @@ for step in ${steps}; do
       [ -n "${dim}" ] || fail "${manifest} gives no serving dim: cannot write the retrieval probe"
       zeros=$(printf '0,%.0s' $(seq 1 "${dim}")); zeros="${zeros%,}"
       probe_body "${step}" "$(tensor session_embedding FP32 1,${dim} "${zeros}"),$(tensor items INT64 1,1 0),$(tensor fallback BOOL 1,1 true),$(tensor K INT32 1,1 1),$(tensor EXCLUDE_SEEN BOOL 1,1 false)" ;;
+    session_history)
+      # Not probed: its requests record clicks in Redis, and a probe would write there. A dead
+      # history stub fails recommend_session requests while recommend keeps answering (known gap).
+      continue ;;
     *) fail "no probe request for python step ${step}" ;;
   esac
 done
@@ -372,6 +393,8 @@ TensorRT plan build on the node's own GPU.
       value: {{ include "sessionrec.modelVersion" . | quote }}
     - name: ENSEMBLE
       value: {{ .Values.model.readinessModel | quote }}
+    - name: SESSION_ENSEMBLE
+      value: {{ ternary "recommend_session" "" .Values.redis.enabled | quote }}
     - name: CONFIG_NAME
       value: {{ include "sessionrec.modelConfigName" . | quote }}
     {{- if .Values.engineBuild.enabled }}

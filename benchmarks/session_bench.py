@@ -1,0 +1,286 @@
+"""Stateless `recommend` vs stateful `recommend_session` side by side, in one run, on one server.
+
+    python benchmarks/session_bench.py --checkpoint CKPT --data /work/shared/data/diginetica \
+        --out docs/benchmarks/session.md                                          # ~12 min on 2 cores
+    python benchmarks/session_bench.py --checkpoint CKPT --data DATA --out /tmp/s.md \
+        --users 1,8 --step-seconds 6 --rate-seconds 8                             # ~3 min check
+
+One export of the checkpoint, one embedded tritonserver serving both ensembles, one throwaway
+redis-server (Debian's, 127.0.0.1). The same replayed sessions (the data's test split, click by
+click, same seeds): `recommend` gets the session so far in every request, `recommend_session` only
+the click just made, with a session id and the click's position as its sequence number (the
+server rebuilds the session from Redis). Steps interleave (users=1 for both, then users=2, ...), so
+other jobs on the shared machine weigh on both alike.
+
+- capacity ladder: closed-loop Locust runs; throughput at p95 <= --sla-ms is the best step that met it
+  with no failed request;
+- fixed offered rates (open loop, no coordinated omission): p50/p95 at --rates, and the stateful
+  path's p95 overhead there (difference of the two p95s, same run);
+- sequential probe: one client, one request at a time, alternating systems: the latency floor and its
+  difference, less noisy than the load runs;
+- faults at --fault-rate req/s (open loop): Redis killed for --down-seconds during the run, then
+  restarted (failed requests, answers per state, seconds from restart to the first `stored`), and
+  Redis hung (SIGSTOP): the latency of requests while it hangs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import signal
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from sessionrec.load_tests.runner import LoadTest, run_load_test, sessions_for, start_load_test
+from sessionrec.load_tests.sessions import read_replay_file
+from sessionrec.load_tests.sla import SLA
+
+ROOT = Path(__file__).resolve().parents[1]
+SYSTEMS = {"recommend": "grpc", "recommend_session": "session"}  # name -> LoadTest protocol
+
+
+def history_states(result) -> dict:
+    """The answers per history state, as session_locustfile.py prints them when Locust quits."""
+    console = result.files["console"].read_text(errors="replace")
+    if "history states " not in console:
+        return {}
+    line = console.split("history states ")[1].splitlines()[0]
+    return {k: int(v) for k, v in (part.split("=") for part in line.split(", ") if "=" in part)}
+
+
+def load_run(test: LoadTest) -> dict:
+    result = run_load_test(test)
+    summary = result.summary
+    states = history_states(result)
+    return {"requests": summary["requests"], "failures": summary["failures"], "rps": summary["throughput_rps"],
+            "p50": summary["latency_ms"].get("p50"), "p95": summary["latency_ms"].get("p95"),
+            "p99": summary["latency_ms"].get("p99"), "generator_cores": round(result.generator_cores, 2),
+            "states": states}
+
+
+def sequential_probe(url: str, sessions: list[list[int]], count: int, k: int) -> dict:
+    """One request at a time, the two systems alternating on the same clicks."""
+    import uuid
+
+    from sessionrec.clients import RecommendClient
+
+    times = {name: [] for name in SYSTEMS}
+    done = 0
+    with RecommendClient(url) as client:
+        for session in sessions:
+            sid = uuid.uuid4().hex
+            for position in range(1, len(session) + 1):
+                began = time.perf_counter()
+                client.recommend(session[:position], k=k)
+                times["recommend"].append((time.perf_counter() - began) * 1000)
+                began = time.perf_counter()
+                rec = client.click(sid, session[position - 1], k=k, seq=position)
+                times["recommend_session"].append((time.perf_counter() - began) * 1000)
+                assert rec.state == "stored", rec.state
+                done += 1
+                if done >= count:
+                    break
+            if done >= count:
+                break
+    out = {name: {"p50": float(np.percentile(t, 50)), "p95": float(np.percentile(t, 95)), "n": len(t)}
+           for name, t in times.items()}
+    diff = np.array(times["recommend_session"]) - np.array(times["recommend"])
+    out["paired_difference_ms"] = {"median": float(np.median(diff)), "p95_of_difference": float(np.percentile(diff, 95))}
+    return out
+
+
+def fault_runs(url: str, redis, base: LoadTest, rate: float, seconds: float, down_s: float, log) -> dict:
+    """Redis killed during an open-loop run of recommend_session, then restarted; then Redis hung."""
+    from sessionrec.clients import RecommendClient
+
+    test = replace(base, host=url, protocol="session", arrival_rate=rate, run_time_s=seconds, warmup_s=0,
+                   name="fault_kill", sla=SLA(95, 10_000, 0))
+    running = start_load_test(test)
+    time.sleep(seconds * 0.3)
+    redis.kill()
+    log(f"  redis killed at {seconds * 0.3:.0f} s")
+    time.sleep(down_s)
+    redis.start()
+    restarted = time.monotonic()
+    log("  redis restarted")
+    recovery = None
+    with RecommendClient(url) as client:  # a watcher session: when does `stored` come back?
+        seq = 0
+        while time.monotonic() - restarted < 30:
+            seq += 1
+            if client.click("recovery-watch", 1, k=5, seq=seq).state == "stored":
+                recovery = time.monotonic() - restarted
+                break
+            time.sleep(0.05)
+    result = running.wait()
+    states = history_states(result)
+    killed = {"requests": result.summary["requests"], "failures": result.summary["failures"], "states": states,
+              "down_s": down_s, "recovery_s": recovery, "p95": result.summary["latency_ms"].get("p95"),
+              "max": result.summary["latency_ms"].get("max")}
+
+    # Hung Redis: every request while it is stopped, one at a time.
+    waits, hung_states = [], {}
+    with RecommendClient(url) as client:
+        client.click("hang-probe", 1, k=20, seq=1)
+        redis.signal(signal.SIGSTOP)
+        try:
+            for seq in range(2, 202):
+                began = time.perf_counter()
+                state = client.click("hang-probe", 1, k=20, seq=seq).state
+                waits.append((time.perf_counter() - began) * 1000)
+                hung_states[state] = hung_states.get(state, 0) + 1
+        finally:
+            redis.signal(signal.SIGCONT)
+    hung = {"requests": len(waits), "states": hung_states, "p50": float(np.percentile(waits, 50)),
+            "p95": float(np.percentile(waits, 95)), "max": float(max(waits))}
+    return {"killed": killed, "hung": hung}
+
+
+def markdown(results: dict) -> str:
+    meta = results["meta"]
+    lines = [
+        "# Stateless `recommend` vs stateful `recommend_session` (guest history in Redis)", "",
+        f"Command: `{meta['command']}`", "",
+        f"Machine: {meta['machine']}; shared with other engineers' jobs during the run (noisy: repeat runs "
+        f"differ by ~15%). Date {meta['date']}. Catalogue {meta['n_items']} items, d={meta['dim']}, "
+        f"max_len={meta['max_len']}; sessions replayed: {meta['sessions']} (test split of `{meta['data']}`). "
+        f"One tritonserver serves both ensembles; Redis is a local redis-server {meta['redis_version']} "
+        f"(loopback). Load generator: Locust, one process, on the same cores.", "",
+        "## Capacity ladder (closed loop)", "",
+        "| users | recommend rps | p50 | p95 | recommend_session rps | p50 | p95 |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for users, row in results["ladder"].items():
+        a, b = row["recommend"], row["recommend_session"]
+        lines.append(f"| {users} | {a['rps']:.0f} | {a['p50']:.2f} | {a['p95']:.2f} | {b['rps']:.0f} | {b['p50']:.2f} | {b['p95']:.2f} |")
+    lines += ["", f"Throughput at p95 <= {meta['sla_ms']:g} ms (best step meeting it, no failures): " + ", ".join(
+        f"{name} **{row['rps']:.0f} req/s** (users {row['users']})" if row else f"{name}: none"
+        for name, row in results["best"].items()), ""]
+    lines += ["## Fixed offered rate (open loop)", "",
+              "| rate | system | requests | failed | p50 ms | p95 ms | p99 ms |", "|---:|---|---:|---:|---:|---:|---:|"]
+    for rate, row in results["rates"].items():
+        for name in SYSTEMS:
+            r = row[name]
+            lines.append(f"| {rate} | {name} | {r['requests']} | {r['failures']} | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} |")
+        lines.append(f"| {rate} | **overhead** | | | {row['recommend_session']['p50'] - row['recommend']['p50']:+.2f} | "
+                     f"**{row['recommend_session']['p95'] - row['recommend']['p95']:+.2f}** | |")
+    probe = results["probe"]
+    lines += ["", "## Sequential probe (one request at a time, alternating on the same clicks)", "",
+              "| system | n | p50 ms | p95 ms |", "|---|---:|---:|---:|"]
+    for name in SYSTEMS:
+        lines.append(f"| {name} | {probe[name]['n']} | {probe[name]['p50']:.2f} | {probe[name]['p95']:.2f} |")
+    diff = probe["paired_difference_ms"]
+    lines += ["", f"Paired difference (session minus stateless, same click): median {diff['median']:+.2f} ms, "
+              f"95th percentile {diff['p95_of_difference']:+.2f} ms.", ""]
+    if results.get("faults"):
+        kill, hung = results["faults"]["killed"], results["faults"]["hung"]
+        lines += ["## Faults", "",
+                  f"- Redis killed for {kill['down_s']:g} s during an open-loop run at {meta['fault_rate']:g} req/s: "
+                  f"{kill['requests']} requests, **{kill['failures']} failed**, states {kill['states']}; "
+                  f"p95 {kill['p95']:.2f} ms, max {kill['max']:.1f} ms; first `stored` answer "
+                  f"{kill['recovery_s']:.2f} s after Redis came back." if kill["recovery_s"] is not None else
+                  f"- Redis killed: no `stored` answer within 30 s of its return (states {kill['states']}).",
+                  f"- Redis hung (SIGSTOP), {hung['requests']} sequential requests: states {hung['states']}; "
+                  f"p50 {hung['p50']:.2f} ms, p95 {hung['p95']:.2f} ms, **max {hung['max']:.1f} ms** (reply timeout "
+                  f"{meta['redis_timeout_ms']:g} ms; after a failure Redis is skipped for 1 s).", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--data", required=True, help="sessions: SR-GNN folder or click log (its test split is replayed)")
+    parser.add_argument("--out", required=True, help="Markdown report (JSON next to it in WORK/results.json)")
+    parser.add_argument("--work", default="runs/session-bench")
+    parser.add_argument("--users", default="1,2,4,8,16,32,64")
+    parser.add_argument("--step-seconds", type=float, default=12.0)
+    parser.add_argument("--warmup-seconds", type=float, default=3.0)
+    parser.add_argument("--rates", default="100")
+    parser.add_argument("--rate-seconds", type=float, default=20.0)
+    parser.add_argument("--rate-users", type=int, default=8)
+    parser.add_argument("--probe-requests", type=int, default=600)
+    parser.add_argument("--fault-rate", type=float, default=100.0)
+    parser.add_argument("--fault-seconds", type=float, default=12.0)
+    parser.add_argument("--down-seconds", type=float, default=3.0)
+    parser.add_argument("--no-faults", action="store_true")
+    parser.add_argument("--redis-timeout-ms", type=float, default=20.0)
+    parser.add_argument("--sla-ms", type=float, default=70.0)
+    parser.add_argument("--k", type=int, default=20)
+    args = parser.parse_args(argv)
+
+    from sessionrec.export.exporter import ExportOptions, export_version
+    from sessionrec.serving.embedded import EmbeddedServer
+    from sessionrec.serving.redis_local import LocalRedis
+
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+
+    def log(message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    repository = work / "repository"
+    if not (repository / "recommend").is_dir():
+        log("exporting")
+        export_version(args.checkpoint, repository, ExportOptions(data=args.data), progress=False)
+    replay = sessions_for(args.data, work)
+    sessions = read_replay_file(replay)
+    manifest = json.loads(next((repository / "recommend").glob("*/manifest.json")).read_text())
+    results: dict = {"ladder": {}, "rates": {}, "best": {}}
+    with LocalRedis() as redis:
+        env = {"SESSIONREC_REDIS_URL": redis.url, "SESSIONREC_REDIS_TIMEOUT_MS": f"{args.redis_timeout_ms:g}"}
+        with EmbeddedServer(repository, watch_seconds=0, log_file=work / "tritonserver.log", environment=env) as server:
+            base = LoadTest(host=server.grpc_url, sessions_file=replay, out_dir=work / "locust", k=args.k,
+                            warmup_s=args.warmup_seconds, sla=SLA(95, args.sla_ms, 0))
+            log("sequential probe")
+            results["probe"] = sequential_probe(server.grpc_url, sessions, args.probe_requests, args.k)
+            for users in (int(u) for u in args.users.split(",")):
+                row = {}
+                for name, protocol in SYSTEMS.items():
+                    row[name] = load_run(replace(base, protocol=protocol, users=users, name=f"{name}_u{users}",
+                                                 run_time_s=args.step_seconds + args.warmup_seconds))
+                    log(f"users {users} {name}: {row[name]['rps']:.0f} rps p95 {row[name]['p95']:.2f} ms")
+                results["ladder"][users] = row
+            for name in SYSTEMS:
+                ok = [dict(r[name], users=u) for u, r in results["ladder"].items()
+                      if r[name]["failures"] == 0 and r[name]["p95"] is not None and r[name]["p95"] <= args.sla_ms]
+                results["best"][name] = max(ok, key=lambda r: r["rps"]) if ok else None
+            for rate in (float(r) for r in args.rates.split(",")):
+                row = {}
+                for name, protocol in SYSTEMS.items():
+                    row[name] = load_run(replace(base, protocol=protocol, users=args.rate_users, arrival_rate=rate,
+                                                 name=f"{name}_r{rate:g}", run_time_s=args.rate_seconds + args.warmup_seconds))
+                    log(f"rate {rate:g} {name}: p50 {row[name]['p50']:.2f} p95 {row[name]['p95']:.2f} ms")
+                results["rates"][f"{rate:g}"] = row
+            if not args.no_faults:
+                log("faults")
+                results["faults"] = fault_runs(server.grpc_url, redis, base, args.fault_rate, args.fault_seconds,
+                                               args.down_seconds, log)
+        import redis as redis_py
+
+        redis_version = redis_py.Redis.from_url(redis.url).info("server")["redis_version"]
+    results["meta"] = {
+        "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
+        "machine": f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), {platform.platform()}",
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "data": args.data,
+        "sessions": len(sessions), "n_items": manifest["serving"]["n_items"], "dim": manifest["serving"]["dim"],
+        "max_len": manifest["serving"]["max_len"], "sla_ms": args.sla_ms, "fault_rate": args.fault_rate,
+        "redis_timeout_ms": args.redis_timeout_ms, "redis_version": redis_version,
+    }
+    (work / "results.json").write_text(json.dumps(results, indent=2))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(markdown(results))
+    log(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

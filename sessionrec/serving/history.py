@@ -1,0 +1,278 @@
+"""Guest session history in Redis: the site sends one click, the server keeps the session.
+
+The `session_history` step of the `recommend_session` ensemble (model_repository/session_history/
+model.py only adapts tensors) records each click event and hands the session's clicks up to it to
+the recommender. State lives in Redis, not in Triton: every replica and every model version sees
+the same history, and a hot swap or a pod restart loses nothing.
+
+One round trip per batch: each event is one EVALSHA of history.lua (record, de-duplicate by the
+event's sequence number, keep the newest `max_len` in click order, slide the TTL, return the
+history), all events of the batch pipelined. Session ids are keyed by an HMAC, never stored raw.
+
+Redis is never a single point of failure: commands time out after `timeout_ms` (tens of ms, not
+redis-py's defaults), nothing is retried inside a request, the pool is bounded, and when Redis is
+slow or down the request is answered from the clicks it carries (state `degraded`); after a
+failure Redis is not tried again for `retry_after_s`, so a hung Redis costs at most one timeout per
+interval, not one per request, and the next try reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from sessionrec.serving.preprocess import RequestError
+
+log = logging.getLogger("sessionrec.history")
+
+SCRIPT = (Path(__file__).with_name("history.lua")).read_text()
+STORED, DUPLICATE, DEGRADED, NOT_STORED = "stored", "duplicate", "degraded", "not_stored"
+STATES = (STORED, DUPLICATE, DEGRADED, NOT_STORED)
+MAX_EVENT_ITEMS = 63  # clicks in one event: positions 0..63 of the event's score range (history.lua); more: ITEMS
+MAX_SEQ = 1 << 47  # seq * 64 stays an exact integer in Lua's doubles (2**53); ms timestamps fit for millennia
+MAX_SESSION_ID_BYTES = 256
+# Server environment -> HistoryConfig field (the chart sets these from its `redis:` values and Secret).
+ENVIRONMENT = {
+    "SESSIONREC_REDIS_URL": "url",
+    "SESSIONREC_REDIS_PASSWORD": "password",
+    "SESSIONREC_HISTORY_KEY_PREFIX": "key_prefix",
+    "SESSIONREC_HISTORY_TTL_S": "ttl_s",
+    "SESSIONREC_HISTORY_MAX_LEN": "max_len",
+    "SESSIONREC_REDIS_TIMEOUT_MS": "timeout_ms",
+    "SESSIONREC_SESSION_HMAC_KEY": "hmac_key",
+}
+
+
+@dataclass
+class HistoryConfig:
+    """Where the history lives and how long a request may wait for it."""
+
+    url: str | None = None  # redis://host:port/db or rediss:// (TLS); None: history off (answers not_stored)
+    password: str | None = None  # kept out of the url so it can come from a Secret on its own
+    key_prefix: str = "sessionrec:h:"  # keys are <prefix>{<hmac>}:c and :f (one hash slot: Redis Cluster safe)
+    ttl_s: float = 1800.0  # sliding: a guest idle for 30 min starts a new session (the usual session cut)
+    max_len: int = 50  # clicks kept per session; the model reads the newest of them (its own max_len)
+    timeout_ms: float = 20.0  # connect and each reply; a request waits at most this for Redis
+    retry_after_s: float = 1.0  # after a failure, answer degraded without trying Redis for this long
+    pool_size: int = 4  # connections per stub; one batch at a time uses one
+    # HMAC key of session ids. Replicas must share it (the chart reads it from a Secret); the default
+    # only keeps raw ids out of Redis on a single embedded server.
+    hmac_key: str = field(default="sessionrec-embedded-default", repr=False)
+
+    @classmethod
+    def from_environment(cls, base: "HistoryConfig | None" = None, environ=None) -> "HistoryConfig":
+        environ = os.environ if environ is None else environ
+        config = base or cls()
+        changes = {}
+        for name, attribute in ENVIRONMENT.items():
+            value = environ.get(name)
+            if value in (None, ""):
+                continue
+            kind = type(getattr(cls(), attribute))
+            try:
+                changes[attribute] = kind(value) if kind in (int, float) else value
+            except ValueError:
+                raise ValueError(f"{name}={value!r}: expected a number") from None
+        config = replace(config, **changes)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        if self.ttl_s <= 0 or self.max_len < 1 or self.timeout_ms <= 0 or self.pool_size < 1:
+            raise ValueError(f"history settings out of range: ttl_s={self.ttl_s}, max_len={self.max_len}, "
+                             f"timeout_ms={self.timeout_ms}, pool_size={self.pool_size}")
+
+
+def for_model(parameter) -> "SessionHistory":
+    """The history of a Triton python step: its config parameters, then the server's environment.
+
+    `parameter(key, default)` reads the model config's parameters (triton_io.parameter).
+    """
+    defaults = HistoryConfig(max_len=int(parameter("history_max_len", "50")),
+                             ttl_s=float(parameter("history_ttl_s", "1800")),
+                             timeout_ms=float(parameter("redis_timeout_ms", "20")))
+    return SessionHistory(HistoryConfig.from_environment(defaults))
+
+
+@dataclass
+class ClickEvent:
+    """One request of recommend_session."""
+
+    session_id: bytes  # the site's guest session id (hashed before it reaches Redis)
+    new_items: np.ndarray  # raw ids clicked in this event, oldest first (empty: look up only)
+    seq: int  # this event's sequence number in its session, 1, 2, ...: order and idempotency key
+    items: np.ndarray | None = None  # the caller's full session: answered from it instead of the history
+
+
+@dataclass
+class HistoryAnswer:
+    items: np.ndarray  # (n,) raw ids the recommender gets, oldest first
+    state: str  # one of STATES
+    stored_length: int  # clicks in the stored history up to this event (0 when Redis was not read)
+
+
+def check_event(event: ClickEvent) -> ClickEvent:
+    """The event with normalised arrays, or a RequestError naming the bad input."""
+    session = event.session_id
+    if isinstance(session, str):
+        session = session.encode()
+    if not session:
+        raise RequestError("SESSION_ID is empty: send the guest's session id")
+    if len(session) > MAX_SESSION_ID_BYTES:
+        raise RequestError(f"SESSION_ID has {len(session)} bytes, over the limit of {MAX_SESSION_ID_BYTES}")
+    new_items = np.asarray(event.new_items).reshape(-1)
+    if new_items.size and not np.issubdtype(new_items.dtype, np.integer):
+        raise RequestError(f"NEW_ITEMS must be int64 item ids, got {new_items.dtype}")
+    if new_items.size > MAX_EVENT_ITEMS:
+        raise RequestError(f"NEW_ITEMS has {new_items.size} item ids, over the limit of {MAX_EVENT_ITEMS} per event")
+    seq = int(event.seq)
+    if not 1 <= seq < MAX_SEQ:
+        raise RequestError(f"CLICK_SEQ={seq} is out of range: number a session's events 1, 2, 3, ... or "
+                           "use the event's time in ms (1 up to 2**47)")
+    items = None if event.items is None else np.asarray(event.items).reshape(-1).astype(np.int64)
+    return ClickEvent(session, new_items.astype(np.int64), seq, items if items is not None and items.size else None)
+
+
+def _own_clicks(event: ClickEvent) -> np.ndarray:
+    return event.items if event.items is not None else event.new_items
+
+
+class SessionHistory:
+    """Records click events and returns each session's history, one Redis round trip per batch."""
+
+    def __init__(self, config: HistoryConfig, client=None):
+        config.check()
+        self.config = config
+        self._key = config.hmac_key.encode()
+        self._client = client if client is not None else self._connect(config)
+        self._sha: str | None = None
+        self._lock = threading.Lock()
+        self._closed_until = 0.0  # monotonic time before which Redis is not tried (after a failure)
+        self.failures = 0  # batches answered degraded because Redis failed (for logs and tests)
+
+    @staticmethod
+    def _connect(config: HistoryConfig):
+        if not config.url:
+            return None
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        timeout = config.timeout_ms / 1000.0
+        # Every default that would stretch a request: redis-py retries on timeouts and connection
+        # errors (3 times with backoff in 6.x) and waits 5 s; a blocking pool waits for a free
+        # connection no longer than one timeout. Nothing here connects yet: start never waits on Redis.
+        pool = redis.BlockingConnectionPool.from_url(
+            config.url, password=config.password, max_connections=config.pool_size, timeout=timeout,
+            socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False, health_check_interval=0, socket_keepalive=True)
+        return redis.Redis(connection_pool=pool)
+
+    @property
+    def enabled(self) -> bool:
+        return self._client is not None
+
+    def key(self, session_id: bytes) -> str:
+        digest = hmac.new(self._key, session_id, hashlib.sha256).hexdigest()[:32]  # 128 bits: no collisions in practice
+        return f"{self.config.key_prefix}{{{digest}}}"
+
+    def record_many(self, events: list[ClickEvent | Exception]) -> list[HistoryAnswer | Exception]:
+        """One answer (or the request's own error) per event, in order; an error given stays in place."""
+        out: list[HistoryAnswer | Exception | None] = [None] * len(events)
+        good: list[tuple[int, ClickEvent]] = []
+        for i, event in enumerate(events):
+            if isinstance(event, Exception):  # a request the tensor adapter already refused
+                out[i] = event
+                continue
+            try:
+                good.append((i, check_event(event)))
+            except RequestError as exc:
+                out[i] = exc
+        if not good:
+            return out  # type: ignore[return-value]
+        replies = self._run([event for _, event in good])
+        for (i, event), reply in zip(good, replies):
+            out[i] = self._answer(event, reply)
+        return out  # type: ignore[return-value]
+
+    def record(self, event: ClickEvent) -> HistoryAnswer:
+        answer = self.record_many([event])[0]
+        if isinstance(answer, RequestError):
+            raise answer
+        return answer
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _answer(self, event: ClickEvent, reply) -> HistoryAnswer | RequestError:
+        if reply is None:  # Redis off, or failed for this batch
+            state = DEGRADED if self.enabled else NOT_STORED
+            items, stored = _own_clicks(event), 0
+        else:
+            state = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+            history = np.array([int(m.rsplit(b":", 1)[1]) for m in reply[1:]], dtype=np.int64)
+            stored = history.size
+            # The caller's full session wins; a history that lost the event (too old) falls back to it.
+            items = event.items if event.items is not None else (history if history.size else event.new_items)
+        if items.size == 0:
+            return RequestError("no clicks for this session: NEW_ITEMS is empty and the session has no stored history")
+        return HistoryAnswer(items=items, state=state, stored_length=stored)
+
+    def _run(self, events: list[ClickEvent]) -> list:
+        """Per event: the script's reply, or None when Redis is off, failing, or skipped after a failure."""
+        if self._client is None or time.monotonic() < self._closed_until:
+            return [None] * len(events)
+        import redis
+
+        try:
+            return self._pipeline(events)
+        except redis.exceptions.NoScriptError:
+            # Redis restarted (or SCRIPT FLUSH) since the script was loaded: load it once more. Not a
+            # retry of a slow call: the NOSCRIPT reply came back within the timeout.
+            self._sha = None
+            try:
+                return self._pipeline(events)
+            except redis.exceptions.RedisError as exc:
+                return self._failed(exc, len(events))
+        except redis.exceptions.RedisError as exc:
+            return self._failed(exc, len(events))
+
+    def _pipeline(self, events: list[ClickEvent]) -> list:
+        if self._sha is None:
+            self._sha = self._client.script_load(SCRIPT)
+        ttl_ms = str(int(self.config.ttl_s * 1000))
+        max_len = str(self.config.max_len)
+
+        def arguments(event: ClickEvent) -> tuple:
+            key = self.key(event.session_id)
+            return (self._sha, 2, f"{key}:c", f"{key}:f", str(event.seq), ttl_ms, max_len,
+                    *(str(int(i)) for i in event.new_items))
+
+        if len(events) == 1:  # the same single round trip, without redis-py's pipeline bookkeeping (~30 us)
+            return [self._client.evalsha(*arguments(events[0]))]
+        pipe = self._client.pipeline(transaction=False)
+        for event in events:
+            pipe.evalsha(*arguments(event))
+        replies = pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    def _failed(self, exc: Exception, count: int) -> list:
+        with self._lock:
+            self.failures += 1
+            self._closed_until = time.monotonic() + self.config.retry_after_s
+        log.warning("session history: Redis failed (%s: %s); answering from the request's clicks for %.1f s",
+                    type(exc).__name__, exc, self.config.retry_after_s)
+        try:  # drop the half-used connections: the next try starts on a fresh socket
+            self._client.connection_pool.disconnect(inuse_connections=True)
+        except Exception:  # noqa: BLE001 - best effort
+            pass
+        return [None] * count

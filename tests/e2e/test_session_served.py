@@ -1,0 +1,254 @@
+"""recommend_session through the real tritonserver with a real redis-server: one click in, history server-side."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from sessionrec.serving.embedded import EmbeddedServer, infer_recommend
+from sessionrec.serving.redis_local import LocalRedis
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    with LocalRedis() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def session_server(exported_repository, redis_server, tmp_path_factory):
+    log = tmp_path_factory.mktemp("logs") / "tritonserver.log"
+    env = {"SESSIONREC_REDIS_URL": redis_server.url, "SESSIONREC_REDIS_TIMEOUT_MS": "50"}
+    with EmbeddedServer(exported_repository, watch_seconds=0, log_file=log, environment=env) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(session_server):
+    return grpcclient.InferenceServerClient(session_server.grpc_url)
+
+
+@pytest.fixture(scope="module")
+def known(exported_repository):
+    return np.load(exported_repository / "preprocess" / "1" / "item_ids.npy")[1:40]
+
+
+def click(client, session, seq, items, k=10, full=None, exclude_seen=False, timeout=10.0):
+    arrays = {"SESSION_ID": np.array([[session.encode()]], dtype=object), "NEW_ITEMS": np.array([items], dtype=np.int64),
+              "CLICK_SEQ": np.array([[seq]], dtype=np.int64), "K": np.array([[k]], dtype=np.int32),
+              "EXCLUDE_SEEN": np.array([[exclude_seen]], dtype=bool)}
+    if full is not None:
+        arrays["ITEMS"] = np.array([full], dtype=np.int64)
+    inputs = []
+    for name, array in arrays.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), "BYTES" if array.dtype == object else
+                                       {np.dtype(np.int64): "INT64", np.dtype(np.int32): "INT32", np.dtype(bool): "BOOL"}[array.dtype])
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    result = client.infer("recommend_session", inputs, client_timeout=timeout)
+    return (result.as_numpy("ITEM_IDS")[0].tolist(), int(result.as_numpy("HISTORY_LENGTH")[0, 0]),
+            result.as_numpy("HISTORY_STATE")[0, 0].decode())
+
+
+def test_click_by_click_equals_the_full_session_on_recommend(client, known):
+    session = known[:5].tolist()
+    for seq, item in enumerate(session, 1):
+        ids, length, state = click(client, "guest-a", seq, [item])
+        expected = infer_recommend(client, session[:seq], 10, False).as_numpy("ITEM_IDS")[0].tolist()
+        assert (ids, length, state) == (expected, seq, "stored")
+
+
+def test_retry_is_a_duplicate_and_answers_the_same(client, known):
+    first = click(client, "guest-b", 1, [int(known[0])])
+    again = click(client, "guest-b", 1, [int(known[0])])
+    assert again[2] == "duplicate" and again[:2] == first[:2]
+    assert click(client, "guest-b", 2, [int(known[1])])[1] == 2
+
+
+def test_out_of_order_on_the_server(client, known):
+    a, b, c = (int(x) for x in known[:3])
+    click(client, "guest-c", 1, [a])
+    click(client, "guest-c", 3, [c])
+    ids, length, _ = click(client, "guest-c", 2, [b])
+    assert length == 2 and ids == infer_recommend(client, [a, b], 10, False).as_numpy("ITEM_IDS")[0].tolist()
+
+
+def test_full_items_override_and_bad_requests(client, known):
+    full = known[5:9].tolist()
+    ids, length, state = click(client, "guest-d", 1, [full[-1]], full=full)
+    assert length == 4 and state == "stored"
+    assert ids == infer_recommend(client, full, 10, False).as_numpy("ITEM_IDS")[0].tolist()
+    with pytest.raises(InferenceServerException, match="CLICK_SEQ=0"):
+        click(client, "guest-d", 0, [full[0]])
+    with pytest.raises(InferenceServerException, match="SESSION_ID is empty"):
+        click(client, "", 1, [full[0]])
+    assert click(client, "guest-d", 2, [full[0]])[1] == 2  # the server is still up
+
+
+def test_concurrent_clicks_through_the_server_lose_none(client, session_server, known):
+    threads, per_thread = 4, 10
+    errors = []
+
+    def clicker(t):
+        own = grpcclient.InferenceServerClient(session_server.grpc_url)
+        try:
+            for j in range(per_thread):
+                seq = t * per_thread + j + 1
+                click(own, "guest-busy", seq, [int(known[seq % len(known)])])
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    workers = [threading.Thread(target=clicker, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors
+    # an empty event is a look-up: the history holds all 40 clicks (model-side max_len truncates later)
+    _, length, state = click(client, "guest-busy", threads * per_thread + 1, [])
+    assert state == "not_stored" and length == threads * per_thread
+
+
+def test_redis_killed_under_load_answers_degraded_then_recovers(client, session_server, redis_server, known):
+    outcomes, stop = [], threading.Event()
+
+    def load(worker):
+        own = grpcclient.InferenceServerClient(session_server.grpc_url)
+        seq = 0
+        while not stop.is_set():
+            seq += 1
+            try:
+                outcomes.append((time.monotonic(), click(own, f"load-{worker}", seq, [int(known[seq % len(known)])])[2]))
+            except Exception as exc:  # noqa: BLE001 - counted as a failed request
+                outcomes.append((time.monotonic(), f"failed: {exc}"))
+
+    workers = [threading.Thread(target=load, args=(w,)) for w in range(3)]
+    for w in workers:
+        w.start()
+    try:
+        time.sleep(1.0)
+        redis_server.kill()
+        killed = time.monotonic()
+        time.sleep(2.0)
+        redis_server.start()  # same port
+        back = time.monotonic()
+        deadline = back + 10
+        while time.monotonic() < deadline and not any(t > back and s == "stored" for t, s in outcomes[-20:]):
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+    states = [s for _, s in outcomes]
+    failed = [s for s in states if s.startswith("failed")]
+    assert not failed, failed[:3]
+    assert "degraded" in {s for t, s in outcomes if killed < t < back}
+    recovered = min(t for t, s in outcomes if t > back and s == "stored")
+    assert recovered - back < 5.0  # the step reconnected by itself within the retry interval
+
+
+def test_hung_redis_costs_each_request_at_most_the_timeout(client, redis_server, known):
+    click(client, "guest-hang", 1, [int(known[0])])
+    redis_server.signal(signal.SIGSTOP)
+    try:
+        waits = []
+        for seq in range(2, 8):
+            began = time.monotonic()
+            assert click(client, "guest-hang", seq, [int(known[seq])])[2] == "degraded"
+            waits.append(time.monotonic() - began)
+    finally:
+        redis_server.signal(signal.SIGCONT)
+    # the first request waits one 50 ms timeout; the next ones skip Redis for retry_after_s (1 s)
+    assert max(waits) < 0.05 + 0.25, waits
+    deadline = time.monotonic() + 5
+    seq = 100
+    while (state := click(client, "guest-hang", seq, [int(known[1])])[2]) != "stored":
+        assert state == "degraded" and time.monotonic() < deadline
+        seq += 1
+        time.sleep(0.1)
+
+
+def test_client_click_sync_and_asyncio(session_server, known):
+    import asyncio
+
+    from sessionrec.clients import AsyncRecommendClient, RecommendClient
+
+    a, b = int(known[0]), int(known[1])
+    with RecommendClient(session_server.grpc_url) as client:
+        first = client.click("client-guest", a, k=5)
+        second = client.click("client-guest", [b], k=5)
+        assert (first.state, first.history_length, second.state, second.history_length) == ("stored", 1, "stored", 2)
+        assert second.seq > first.seq
+        retried = client.click("client-guest", [b], k=5, seq=second.seq)  # a retry resends its number
+        assert retried.state == "duplicate" and retried.item_ids == second.item_ids
+        assert second.item_ids == client.recommend([a, b], k=5).item_ids
+
+    async def run():
+        async with AsyncRecommendClient(session_server.grpc_url) as client:
+            one = await client.click("aio-guest", a, k=5)
+            two = await client.click("aio-guest", b, k=5)
+            return one, two, (await client.recommend([a, b], k=5)).item_ids
+
+    one, two, expected = asyncio.run(run())
+    assert (one.history_length, two.history_length, two.state) == (1, 2, "stored") and two.item_ids == expected
+
+
+def test_click_command(session_server, known, capsys):
+    import json
+
+    from sessionrec.cli import main
+
+    a, b = int(known[2]), int(known[3])
+    assert main(["click", "cli-guest", str(a), "--url", session_server.grpc_url, "--seq", "1", "--k", "3"]) == 0
+    assert "history: 1 clicks, stored (seq 1)" in capsys.readouterr().out
+    assert main(["click", "cli-guest", str(b), "--url", session_server.grpc_url, "--seq", "2", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["history_length"] == 2 and answer["state"] == "stored" and len(answer["item_ids"]) == 20
+    assert main(["click", "cli-guest", str(b), "--url", session_server.grpc_url, "--seq", "0"]) == 1
+    assert "CLICK_SEQ=0" in capsys.readouterr().err
+
+
+def test_three_step_layout_has_its_own_history_step(fresh_repository, redis_server, known, tmp_path):
+    """Without the fused step (the GPU layout's wiring), `session_history` runs as the first step."""
+    from sessionrec.export.configs import HISTORY, STEPS, ServingConfig
+    from sessionrec.export.repository import write_configs
+    from sessionrec.reliability.procs import python_stubs
+
+    write_configs(fresh_repository, ServingConfig(fused_cpu=False), version=1)
+    env = {"SESSIONREC_REDIS_URL": redis_server.url}
+    with EmbeddedServer(fresh_repository, watch_seconds=0, log_file=tmp_path / "triton.log", environment=env) as server:
+        assert set(python_stubs(server.server.pid)) == {*STEPS, HISTORY}
+        own = grpcclient.InferenceServerClient(server.grpc_url)
+        a, b = int(known[4]), int(known[5])
+        assert click(own, "three-step", 1, [a])[1:] == (1, "stored")
+        ids, length, state = click(own, "three-step", 2, [b])
+        assert (length, state) == (2, "stored")
+        assert ids == infer_recommend(own, [a, b], 10, False).as_numpy("ITEM_IDS")[0].tolist()
+        assert click(own, "three-step", 2, [b])[2] == "duplicate"
+
+
+def test_history_survives_a_retrain_and_both_ensembles_switch(fresh_repository, trained_checkpoint, sample_path,
+                                                             redis_server, known, tmp_path):
+    from sessionrec.export.exporter import ExportOptions, export_version
+
+    env = {"SESSIONREC_REDIS_URL": redis_server.url}
+    with EmbeddedServer(fresh_repository, watch_seconds=0, log_file=tmp_path / "triton.log", environment=env) as server:
+        own = grpcclient.InferenceServerClient(server.grpc_url)
+        a, b, c = (int(x) for x in known[6:9])
+        click(own, "retrain-guest", 1, [a])
+        click(own, "retrain-guest", 2, [b])
+        export_version(trained_checkpoint, fresh_repository, ExportOptions(data=str(sample_path)), progress=False)
+        assert server.sync() and server.version == 2
+        config = own.get_model_config("recommend_session", as_json=True)["config"]
+        assert {int(s["model_version"]) for s in config["ensemble_scheduling"]["step"]} == {2}
+        ids, length, state = click(own, "retrain-guest", 3, [c])
+        assert (length, state) == (3, "stored")  # the session lived through the switch, in Redis
+        assert ids == infer_recommend(own, [a, b, c], 10, False).as_numpy("ITEM_IDS")[0].tolist()
