@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
 
 from sessionrec.checkpoint import load_checkpoint
 from sessionrec.data import load_dataset
