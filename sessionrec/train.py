@@ -25,8 +25,8 @@ from tqdm import tqdm
 from sessionrec.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from sessionrec.data import DataError, SessionDataset, item_counts, load_dataset, prefixes, validation_split
 from sessionrec.evaluate import evaluate_model
-from sessionrec.graph import build_batch
-from sessionrec.model import ModelConfig, SessionModel, graph_tensors
+from sessionrec.families import family_for_config, model_inputs
+from sessionrec.model import ModelConfig
 
 
 @dataclass
@@ -63,11 +63,6 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _batch_tensors(sessions: list[list[int]], max_len: int):
-    graphs = build_batch(sessions, max_len, pad_to_longest=True)
-    return graph_tensors(graphs)
-
-
 def _length_bucketed(order: np.ndarray, sessions: list, batch_size: int, bucket: int, rng) -> list[np.ndarray]:
     """Batches of a shuffled epoch; within each window of `bucket` batches, examples are grouped by
     session length so a batch pads to a similar length (the GNN's cost grows with the padded length,
@@ -94,7 +89,7 @@ def selection_score(metrics: dict) -> float:
 def train(
     data: str | Path | SessionDataset,
     out: str | Path,
-    model_config: ModelConfig | None = None,
+    model_config=None,  # a family's config (sessionrec.families): ModelConfig (srgnn, default) or SASRecConfig
     config: TrainConfig | None = None,
     resume: bool = False,
     progress: bool = True,
@@ -118,7 +113,8 @@ def train(
         )
     counts = item_counts(dataset.train, dataset.n_items)
     model_config.n_items = dataset.n_items
-    model = SessionModel(model_config)
+    family = family_for_config(model_config)
+    model = family.model_class(model_config)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.l2)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_decay_every, gamma=config.lr_decay)
 
@@ -146,6 +142,7 @@ def train(
             train_config={**asdict(config), "data": None if isinstance(data, SessionDataset) else str(Path(data).resolve())},
             history=history,
             extra=extra or {},
+            family=family.name,
         )
 
     started = time.perf_counter()
@@ -167,7 +164,7 @@ def train(
         total, bar = 0.0, tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
         for b in bar:
             idx = batches[b]
-            inputs = _batch_tensors([train_x[i] for i in idx], model_config.max_len)
+            inputs = model_inputs(model, [train_x[i] for i in idx], pad_to_longest=True)
             targets = torch.from_numpy(train_y[idx])
             loss = model.loss(model(*inputs), targets)
             optimizer.zero_grad(set_to_none=True)
