@@ -33,6 +33,29 @@ def add_parser(sub) -> None:
     parser.add_argument("--quiet", action="store_true")
     parser.set_defaults(run=run_export_encoder)
 
+    imports = sub.add_parser("import", help="convert a checkpoint from outside into a sessionrec checkpoint",
+                             description="Checkpoints from outside, converted; then `sessionrec export` runs all its gates.")
+    routes = imports.add_subparsers(dest="route", required=True, metavar="ROUTE")
+    ref = routes.add_parser(
+        "srgnn-reference",
+        help="a state dict of the public SR-GNN code (CRIPAC-DIG/SR-GNN pytorch_code)",
+        description=(
+            "Convert torch.save(model.state_dict()) of the SR-GNN reference SessionGraph (loaded with "
+            "weights_only=True) onto sessionrec's gated model; hidden biases b_iah/b_oah fold exactly into the "
+            "cell. Example: sessionrec import srgnn-reference srgnn.pt --data ../shared/data/diginetica "
+            "--out runs/imported.pt && sessionrec export runs/imported.pt --repository runs/repository"
+        ),
+    )
+    ref.add_argument("state_dict", help="the reference model's state dict (torch.save)")
+    ref.add_argument("--out", required=True, help="sessionrec checkpoint to write")
+    ref.add_argument("--data", help="the data it was trained on: popularity fallback, and export's default --data")
+    ref.add_argument("--step", type=int, default=1, help="the reference's --step (GNN propagation steps; default 1)")
+    ref.add_argument("--nonhybrid", action="store_true", help="it was trained with the reference's --nonhybrid")
+    ref.add_argument("--max-len", type=int, default=32, help="served sessions keep their last max_len clicks (default 32)")
+    ref.add_argument("--raw-ids", help=".npy (n_node-1,) int64: catalogue id of reference items 1..n_node-1 "
+                                       "(default: the reference number is the catalogue id, as in SR-GNN folders)")
+    ref.set_defaults(run=run_import_reference)
+
 
 def _init(text: str) -> dict:
     from sessionrec.contract import ContractError
@@ -61,4 +84,18 @@ def run_export_encoder(args) -> int:
     print(json.dumps({"version": result.version, "repository": str(result.repository), "schema": args.schema,
                       "parity": {k: m["parity"][k] for k in ("max_abs_diff", "top20_agreement", "sessions")},
                       "pipeline_check": m["pipeline_check"]}, indent=2))
+    return 0
+
+
+def run_import_reference(args) -> int:
+    import numpy as np
+
+    from sessionrec.checkpoint import save_checkpoint
+    from sessionrec.import_srgnn import import_reference
+
+    raw_ids = np.load(args.raw_ids, allow_pickle=False) if args.raw_ids else None
+    ckpt = import_reference(args.state_dict, args.data, args.step, args.nonhybrid, args.max_len, raw_ids)
+    path = save_checkpoint(ckpt, args.out)
+    print(json.dumps({"checkpoint": str(path), "n_items": ckpt.model_config.n_items, "dim": ckpt.model_config.dim,
+                      "step": args.step, "nonhybrid": args.nonhybrid}, indent=2))
     return 0
