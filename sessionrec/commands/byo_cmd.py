@@ -29,6 +29,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--max-len", type=int, required=True, help="sessions keep their last max_len clicks")
     parser.add_argument("--data", required=True, help="click log or SR-GNN folder: test sessions for parity and canaries")
     parser.add_argument("--repository", required=True)
+    parser.add_argument("--fixture", help="a DGL recording (contrib/dgl/record.py) the module must reproduce first")
     parser.add_argument("--python-path", default=".", help="folder put first on sys.path to import --module (default .)")
     parser.add_argument("--quiet", action="store_true")
     parser.set_defaults(run=run_export_encoder)
@@ -56,6 +57,21 @@ def add_parser(sub) -> None:
                                        "(default: the reference number is the catalogue id, as in SR-GNN folders)")
     ref.set_defaults(run=run_import_reference)
 
+    dgl = routes.add_parser(
+        "dgl",
+        help="a DGL model recorded by contrib/dgl/record.py (weights + parity fixture)",
+        description=(
+            "Map the reference DGL SR-GNN's weights (contrib/dgl/srgnn_dgl.py) onto the dense model and refuse "
+            "unless it reproduces the recorded fixture (max abs diff <= 1e-4, top-20 agreement >= 0.99). "
+            "Example: sessionrec import dgl tests/fixtures/dgl-srgnn --data sessionrec/data/diginetica-sample.csv "
+            "--out runs/dgl.pt && sessionrec export runs/dgl.pt --repository runs/repository"
+        ),
+    )
+    dgl.add_argument("fixture", help="folder with weights.safetensors, fixture.safetensors, fixture.json")
+    dgl.add_argument("--out", required=True, help="sessionrec checkpoint to write")
+    dgl.add_argument("--data", help="the data it was trained on: popularity fallback, and export's default --data")
+    dgl.set_defaults(run=run_import_dgl)
+
 
 def _init(text: str) -> dict:
     from sessionrec.contract import ContractError
@@ -77,6 +93,16 @@ def run_export_encoder(args) -> int:
     init = _init(args.init)
     module = build_module(args.module, init, args.weights, search=args.python_path)
     items = read_items(args.items)
+    if args.fixture:  # a custom DGL model's dense re-implementation: same thresholds as `import dgl`
+        from sessionrec.contract import make_spec
+        from sessionrec.import_dgl import FixtureError, read_fixture, verify_fixture
+
+        spec = make_spec(module, items["item_table"], items["raw_ids"], args.schema, args.max_len)
+        report = verify_fixture(spec, read_fixture(args.fixture))
+        if not report.passed:
+            raise FixtureError(f"{args.fixture}: the module does not reproduce the DGL fixture: max abs diff "
+                               f"{report.max_abs_diff:.2e} (limit {report.max_abs_diff_limit:.0e}), top-20 agreement "
+                               f"{report.top20_agreement:.4f} (limit {report.top20_agreement_limit}); refusing to export")
     result = export_encoder(module, items["item_table"], items["raw_ids"], args.schema, args.repository,
                             max_len=args.max_len, data=args.data, item_counts=items.get("item_counts"),
                             progress=not args.quiet, model_config={"module": args.module, "init": init})
@@ -98,4 +124,15 @@ def run_import_reference(args) -> int:
     path = save_checkpoint(ckpt, args.out)
     print(json.dumps({"checkpoint": str(path), "n_items": ckpt.model_config.n_items, "dim": ckpt.model_config.dim,
                       "step": args.step, "nonhybrid": args.nonhybrid}, indent=2))
+    return 0
+
+
+def run_import_dgl(args) -> int:
+    from sessionrec.checkpoint import save_checkpoint
+    from sessionrec.import_dgl import import_dgl
+
+    ckpt, report = import_dgl(args.fixture, args.data)  # raises (nothing written) unless the fixture is reproduced
+    path = save_checkpoint(ckpt, args.out)
+    print(json.dumps({"checkpoint": str(path), "fixture": report.to_dict(), "n_items": ckpt.model_config.n_items,
+                      "node_update": ckpt.model_config.node_update}, indent=2))
     return 0
