@@ -35,7 +35,8 @@ def add_parser(sub) -> None:
     parser.set_defaults(run=run_export_encoder)
 
     imports = sub.add_parser("import", help="convert a checkpoint from outside into a sessionrec checkpoint",
-                             description="Checkpoints from outside, converted; then `sessionrec export` runs all its gates.")
+                             description="Checkpoints from outside, converted; then `sessionrec export` runs all its gates. "
+                                         "Example: sessionrec import srgnn-reference srgnn.pt --data DATA --out runs/imported.pt")
     routes = imports.add_subparsers(dest="route", required=True, metavar="ROUTE")
     ref = routes.add_parser(
         "srgnn-reference",

@@ -43,3 +43,24 @@ def test_reference_state_dict_is_served_as_the_reference_ranks(tmp_path, sample_
             got = infer_recommend(client, raw[np.asarray(session)], 20, False).as_numpy("ITEM_IDS")[0]
             same += got.tolist() == raw[top20(state, session)].tolist()
     assert len(sessions) == 200 and same == len(sessions)
+
+
+def test_dgl_recording_is_served_as_the_dgl_model_ranked(tmp_path, sample_path):
+    """The committed DGL recording -> import (fixture reproduced) -> export -> the real server answers
+    the DGL model's recorded top-20 for every fixture session."""
+    from sessionrec.import_dgl import read_fixture
+
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / "dgl-srgnn"
+    assert cli(["import", "dgl", str(folder), "--data", str(sample_path), "--out", str(tmp_path / "dgl.pt")]) == 0
+    repo = tmp_path / "repository"
+    assert cli(["export", str(tmp_path / "dgl.pt"), "--repository", str(repo), "--quiet"]) == 0
+    manifest = read_manifest(repo / "recommend" / "1")
+    assert manifest["parity"]["passed"] and manifest["source"]["route"].startswith("dgl")
+    fixture = read_fixture(folder)
+    raw = np.concatenate([[-1], fixture.raw_ids])
+    with EmbeddedServer(repo, watch_seconds=0, log_file=tmp_path / "triton.log") as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        assert replay_canaries(client, manifest).ok
+        same = sum(infer_recommend(client, raw[np.asarray(s)], 20, False).as_numpy("ITEM_IDS")[0].tolist()
+                   == raw[top].tolist() for s, top in zip(fixture.sessions, fixture.top20))
+    assert same == len(fixture.sessions) == 200
