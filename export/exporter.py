@@ -229,6 +229,8 @@ def export_spec(spec: EncoderSpec, repository: str | Path, options: ExportOption
 
         try:
             onnx_path = export_onnx(spec.module, dirs["session_encoder"] / FILES["fp32"], schema, spec.max_len, sessions)
+        except OSError:
+            raise  # disk full, permissions: the machine's problem, not the model's; reported as it is
         except Exception as exc:  # noqa: BLE001 - torch.onnx raises many kinds; one message names the step
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ExportError(f"ONNX export of the encoder failed (dynamic batch and length, schema {schema.name!r}): "
