@@ -72,3 +72,30 @@ def test_fixture_sessions_and_shapes():
     assert len(fixture.sessions) == 200 and fixture.top20.shape == (200, 20)
     assert all(1 <= len(s) <= fixture.meta["max_len"] for s in fixture.sessions)
     assert fixture.vectors.dtype.name == "float32" and torch.from_numpy(fixture.vectors).isfinite().all()
+
+
+def test_a_dense_reimplementation_is_checked_against_the_recording_before_export(tmp_path, sample_path, capsys):
+    """`export-encoder --fixture`: the generic route for a custom DGL model's dense re-implementation."""
+    import sys
+
+    import torch.nn.functional as F
+
+    from sessionrec.import_dgl import convert
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # examples/
+    fixture = read_fixture(FIXTURES / "dgl-srgnn")
+    _, state = convert(load_file(FIXTURES / "dgl-srgnn" / "weights.safetensors"), fixture.meta, "weights")
+    save_file({f"model.{k}": v for k, v in state.items()}, str(tmp_path / "dense.safetensors"))
+    table = F.normalize(state["embedding.weight"], dim=-1)[1:].contiguous()  # the recorded model scores with NISER
+    save_file({"item_table": table, "raw_ids": torch.from_numpy(fixture.raw_ids)}, str(tmp_path / "items.safetensors"))
+    args = ["export-encoder", "--module", "examples.dense_srgnn:DenseSRGNN", "--init",
+            json.dumps({"n_items": int(fixture.raw_ids.size), "dim": 16}), "--items", str(tmp_path / "items.safetensors"),
+            "--schema", "graph", "--max-len", "16", "--fixture", str(FIXTURES / "dgl-srgnn"), "--data", str(sample_path),
+            "--quiet", "--python-path", str(Path(__file__).resolve().parents[2])]
+    bad = dict(load_file(tmp_path / "dense.safetensors"))
+    bad["model.readout_score.weight"] = bad["model.readout_score.weight"] * 1.5
+    save_file(bad, str(tmp_path / "bad.safetensors"))
+    assert cli(args + ["--weights", str(tmp_path / "bad.safetensors"), "--repository", str(tmp_path / "r1")]) == 1
+    assert "does not reproduce the DGL fixture" in capsys.readouterr().err and not (tmp_path / "r1").exists()
+    assert cli(args + ["--weights", str(tmp_path / "dense.safetensors"), "--repository", str(tmp_path / "r2")]) == 0
+    assert json.loads(capsys.readouterr().out)["parity"]["top20_agreement"] >= 0.99
