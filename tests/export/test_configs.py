@@ -116,3 +116,16 @@ def test_write_configs_leaves_unchanged_files_alone(tmp_path):
     assert (fused.stat().st_ino, fused.stat().st_mtime_ns) != stamps[fused]
     assert "max_batch_size: 32" in fused.read_text()
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("schema, inputs", [("graph", ["items", "alias", "adj_in", "adj_out", "mask"]),
+                                            ("sequence", ["items", "mask"])])
+@pytest.mark.parametrize("variant", ["config.pbtxt", "configs/gpu.pbtxt"])
+def test_step_tensors_follow_the_input_schema(schema, inputs, variant):
+    configs = configs_of(variant, 3, fused_cpu=False, schema=schema)
+    assert check_wiring(configs) == []
+    encoder = configs["session_encoder"]
+    assert [t.name for t in encoder.input] == inputs
+    assert [t.name for t in configs["preprocess"].output][: len(inputs)] == inputs
+    if "gpu" in variant:  # TensorRT warm-up samples at the served shape, one per schema tensor
+        assert sorted(encoder.model_warmup[0].inputs) == sorted(inputs)
