@@ -22,16 +22,14 @@ import torch
 
 from sessionrec.checkpoint import load_checkpoint
 from sessionrec.data import item_counts, load_dataset, prefixes
-from sessionrec.export.onnx_export import export_onnx
+from sessionrec.export.onnx_export import TrainedEncoder, export_onnx
 from sessionrec.export.precision import measure_variants
-from sessionrec.graph import build_batch
-from sessionrec.model import graph_tensors
+from sessionrec.families import model_inputs, schema_of
 
 
 def torch_latency_ms(model, sessions, max_len, batch, repeats):
     picked = [sessions[i % len(sessions)] for i in range(batch)]
-    graphs = build_batch(picked, max_len)
-    inputs = graph_tensors(graphs)
+    inputs = model_inputs(model, picked)  # padded to max_len, as served
     with torch.no_grad():
         model.encode(*inputs)
         times = []
@@ -75,9 +73,11 @@ def main() -> None:
         eager_b1 = torch_latency_ms(model, test_x, max_len, 1, 200)
         eager_b64 = torch_latency_ms(model, test_x, max_len, 64, 30)
         with tempfile.TemporaryDirectory() as tmp:
-            onnx_path = export_onnx(model, Path(tmp) / "model.onnx", dataset.test)
+            schema = schema_of(model)
+            onnx_path = export_onnx(TrainedEncoder(model), Path(tmp) / "model.onnx", schema, max_len, dataset.test)
             table = model.item_embeddings().detach().numpy()
-            variants = measure_variants(onnx_path, table, [test_x[i] for i in pick], test_y[pick], counts, max_len)
+            variants = measure_variants(onnx_path, table, [test_x[i] for i in pick], test_y[pick], counts, max_len,
+                                        schema=schema.name)
         name = Path(path).parent.name
         lines.append(f"| {name} | PyTorch eager FP32 | {eager_b1:.3f} | {eager_b64:.2f} | 1.0 / 1.0 | "
                      f"{variants['fp32']['HR@20']:.2f} | {variants['fp32']['MRR@20']:.2f} | 1.000 | |")

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from sessionrec.schemas import DEFAULT_SCHEMA, get_schema
+
 FUSED = "session_recommender"
 STEPS = ("preprocess", "session_encoder", "retrieval")  # the three-step ensemble, in order
 HISTORY = "session_history"  # the stateful ensemble's first step (Redis), sessionrec.serving.history
@@ -66,6 +68,7 @@ FUSED_OPTIONAL = tuple(name for name, _, _ in SESSION_INPUTS if name not in ("K"
 FUSED_OUTPUTS = SESSION_OUTPUTS
 
 # Ensemble wiring: step -> ({step input: ensemble tensor}, {step output: ensemble tensor}).
+# (The graph schema's; `wiring(schema)` gives any schema's.)
 WIRING = {
     "preprocess": (
         {"ITEMS": "ITEMS"},
@@ -90,6 +93,25 @@ WIRING = {
         {"HISTORY": "_history", "HISTORY_LENGTH": "HISTORY_LENGTH", "HISTORY_STATE": "HISTORY_STATE"},
     ),
 }
+
+
+_TRITON_DTYPES = {"int64": INT64, "int32": INT32, "float32": FP32, "bool": BOOL}
+
+
+def encoder_tensors(schema: str = DEFAULT_SCHEMA) -> list:
+    """The encoder inputs of an input schema (sessionrec.schemas) as config tensors: the preprocess
+    step's outputs and the encoder's inputs. Every schema dim is the padded length L (-1 here)."""
+    return [(t.name, _TRITON_DTYPES[t.dtype], [-1] * t.rank) for t in get_schema(schema).inputs]
+
+
+def wiring(schema: str = DEFAULT_SCHEMA) -> dict:
+    """WIRING with the preprocess -> encoder tensors of this schema (`_<name>` inside the ensemble)."""
+    names = [name for name, _, _ in encoder_tensors(schema)]
+    out = dict(WIRING)
+    out["preprocess"] = ({"ITEMS": "ITEMS"}, {**{n: f"_{n}" for n in names},
+                                              "unknown_count": "UNKNOWN_COUNT", "fallback": "FALLBACK"})
+    out["session_encoder"] = ({n: f"_{n}" for n in names}, {"session_embedding": "_embedding"})
+    return out
 
 
 @dataclass
@@ -120,6 +142,10 @@ class ServingConfig:
     trt_engine_cache: str = "/engine-cache"  # persistent path (the chart mounts a volume there)
     trt_workspace_bytes: int = 1 << 30
     max_len: int = 32  # session length of the warm-up samples (the GPU encoder's: TensorRT builds its engine then)
+    # Input schema of the encoder (sessionrec.schemas): names the preprocess -> encoder tensors of the
+    # three-step layout. The step configs are shared by a model's versions, so a repository serves
+    # one schema at a time (export refuses to switch it under a live version).
+    schema: str = DEFAULT_SCHEMA
     extra: dict = field(default_factory=dict)
 
 
@@ -162,7 +188,7 @@ def preprocess_config(cfg: ServingConfig, gpu: bool = False) -> mc.ModelConfig:
     _common(config, cfg)
     # Ragged: sessions of different lengths batch together (python backend sees one tensor each).
     _tensors(config.input, [ENSEMBLE_INPUTS[0]], ragged=True)
-    _tensors(config.output, PREPROCESS_OUTPUTS)
+    _tensors(config.output, encoder_tensors(cfg.schema) + PREPROCESS_OUTPUTS[len(GRAPH):])
     _instances(config, cfg.gpu_cpu_step_instances if gpu else cfg.preprocess_instances)
     warm = config.model_warmup.add(name="random_session", batch_size=1)
     warm.inputs["ITEMS"].data_type, warm.inputs["ITEMS"].random_data = INT64, True
@@ -175,7 +201,7 @@ def encoder_config(cfg: ServingConfig, gpu: bool = False) -> mc.ModelConfig:
     if not gpu:
         config.backend = "python"  # model.py runs model.onnx in onnxruntime (sessionrec.serving.encoder)
     _common(config, cfg, delay_us=2 * cfg.queue_delay_us if gpu else None)
-    _tensors(config.input, GRAPH)
+    _tensors(config.input, encoder_tensors(cfg.schema))
     _tensors(config.output, ENCODER_OUTPUTS)
     if not gpu:
         _instances(config, cfg.encoder_instances)
@@ -195,7 +221,7 @@ def encoder_config(cfg: ServingConfig, gpu: bool = False) -> mc.ModelConfig:
     # traffic arrives and no engine is built inside a live request.
     for name, batch in (("one_session", 1), ("largest_batch", cfg.max_batch_size)):
         warm = config.model_warmup.add(name=name, batch_size=batch)
-        for tensor, dtype, dims in GRAPH:
+        for tensor, dtype, dims in encoder_tensors(cfg.schema):
             sample = warm.inputs[tensor]
             sample.data_type, sample.zero_data = dtype, True
             sample.dims.extend([cfg.max_len] * len(dims))
@@ -295,7 +321,7 @@ def ensemble_config(cfg: ServingConfig, version: int = -1, gpu: bool = False, na
     if session and steps != (FUSED,):  # the fused step looks the history up itself; else a step of its own
         steps = (HISTORY,) + steps
     for model in steps:
-        inputs, outputs = WIRING[model]
+        inputs, outputs = wiring(cfg.schema)[model]
         if session and model == FUSED:
             inputs = {name: name for name, _, _ in SESSION_INPUTS}
             outputs = {name: name for name, _, _ in SESSION_OUTPUTS}

@@ -1,7 +1,9 @@
 """`sessionrec export`: checkpoint -> verified new version of the Triton model repository.
 
-Steps (all in a staging folder next to the repository; nothing served changes until the end):
-1. load the checkpoint (weights_only) and real test sessions;
+Any model that meets the encoder contract (sessionrec.contract) takes the same path: a trained or
+imported checkpoint (`export_version`), or a user's own module (`export_encoder`, and the CLI's
+`sessionrec export-encoder`). Steps (all in a staging folder next to the repository; nothing served changes until the end):
+1. load the checkpoint (weights_only) or check the user's module against the contract; real test sessions;
 2. ONNX export with dynamic batch/length, onnx.checker, parity vs PyTorch (max abs diff, top-20
    agreement) — refuse to publish on failure;
 3. precision variants FP32 / FP16 / INT8, each measured for quality and CPU latency;
@@ -28,15 +30,14 @@ import torch
 from tqdm import tqdm
 
 from sessionrec.checkpoint import load_checkpoint
+from sessionrec.contract import CONTRACT_VERSION, EncoderSpec, make_spec
 from sessionrec.data import load_dataset, prefixes
 from sessionrec.errors import SessionrecError
 from sessionrec.export import repository as repo_lib
 from sessionrec.export.configs import MODELS, VERSIONED, ServingConfig, all_configs
 from sessionrec.export.faiss_index import IndexSpec, build_index, save_index
-from sessionrec.export.onnx_export import check_parity, export_onnx
+from sessionrec.export.onnx_export import TrainedEncoder, check_parity, export_onnx
 from sessionrec.export.precision import FILES, PRECISIONS, measure_variants
-from sessionrec.graph import build_batch
-from sessionrec.model import graph_tensors
 from sessionrec.serving.artifacts import MANIFEST, MANIFEST_FORMAT, sha256_file
 from sessionrec.serving.encoder import OnnxEncoder
 from sessionrec.serving.pipeline import LocalPipeline
@@ -84,17 +85,20 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _test_sessions(options: ExportOptions, ckpt) -> list[list[int]]:
-    """Real test sessions in the checkpoint's model ids (mapped through raw ids, so any log works)."""
-    source = options.data or ckpt.train_config.get("data")
+def _load_data(options: ExportOptions, default: str | None):
+    source = options.data or default
     if not source:
         raise ExportError("no data to verify against: pass --data (a SR-GNN folder or click log with test sessions)")
-    dataset = load_dataset(source)
+    return source, load_dataset(source)
+
+
+def _test_sessions(source: str, dataset, raw_ids: np.ndarray) -> list[list[int]]:
+    """Real test sessions in the model's ids (mapped through raw ids, so any log works)."""
     if not dataset.test:
         raise ExportError(f"{source}: has no test sessions to verify the export against")
     from sessionrec.serving.preprocess import IdMap
 
-    to_model = IdMap(ckpt.raw_ids)
+    to_model = IdMap(raw_ids)
     sessions = []
     for s in dataset.test:
         mapped = to_model.to_model(dataset.raw_ids[np.asarray(s)])
@@ -102,19 +106,21 @@ def _test_sessions(options: ExportOptions, ckpt) -> list[list[int]]:
         if mapped.size >= 2:
             sessions.append(mapped.tolist())
     if not sessions:
-        raise ExportError(f"{source}: none of its test items are in the checkpoint's catalogue (wrong data?)")
+        raise ExportError(f"{source}: none of its test items are in the model's catalogue (wrong data?)")
     return sessions
 
 
-def _session_vectors(model, sessions: list[list[int]]) -> np.ndarray:
-    with torch.no_grad():
-        graphs = build_batch(sessions, model.config.max_len)
-        return model.encode(*graph_tensors(graphs)).numpy()
+def _train_counts(dataset, raw_ids: np.ndarray) -> np.ndarray:
+    """(N+1,) training clicks per model id, counted in the data's training sessions (popularity fallback)."""
+    from sessionrec.serving.preprocess import IdMap
+
+    clicks = np.concatenate([np.asarray(s, dtype=np.int64) for s in dataset.train]) if dataset.train else np.zeros(0, np.int64)
+    model_ids = IdMap(raw_ids).to_model(dataset.raw_ids[clicks])
+    return np.bincount(model_ids[model_ids > 0], minlength=raw_ids.size).astype(np.int64)
 
 
-def _canaries(pipeline: LocalPipeline, ckpt, sessions: list[list[int]], count: int) -> list[dict]:
+def _canaries(pipeline: LocalPipeline, raw: np.ndarray, sessions: list[list[int]], count: int) -> list[dict]:
     """Requests with their expected answers: real sessions, exclusion, an unknown id, all-unknown."""
-    raw = ckpt.raw_ids
     unknown = int(raw.max()) + 1  # not in the catalogue by construction
     picked = [raw[np.asarray(s[:-1])].tolist() for s in sessions[:count]]
     requests = [(items, 20, False) for items in picked]
@@ -130,27 +136,89 @@ def _canaries(pipeline: LocalPipeline, ckpt, sessions: list[list[int]], count: i
     return out
 
 
+def spec_from_checkpoint(checkpoint: str | Path) -> tuple[EncoderSpec, object]:
+    """A `sessionrec train` (or `sessionrec import`) checkpoint as an encoder-contract spec."""
+    ckpt = load_checkpoint(checkpoint)
+    model = ckpt.build_model()
+    spec = make_spec(
+        TrainedEncoder(model), model.item_embeddings().detach(), ckpt.raw_ids[1:], ckpt.schema, model.config.max_len,
+        item_counts=ckpt.item_counts[1:],
+        source={"route": ckpt.extra.get("imported_from", "sessionrec train"), "family": ckpt.family,
+                "path": str(Path(checkpoint).resolve()), "sha256": sha256_file(checkpoint), "metrics": ckpt.metrics},
+        model_config={"family": ckpt.family, **model.config.to_dict()}, metrics=ckpt.metrics)
+    return spec, ckpt
+
+
 def export_version(checkpoint: str | Path, repository: str | Path, options: ExportOptions | None = None,
                    progress: bool = True) -> ExportResult:
+    """A trained checkpoint -> a verified new version (see the module docstring)."""
+    spec, ckpt = spec_from_checkpoint(checkpoint)  # before any output: a bad checkpoint is one clean message
+    return export_spec(spec, repository, options, progress, default_data=ckpt.train_config.get("data"))
+
+
+def export_encoder(module, item_table, raw_ids, schema: str, repository: str | Path, *, max_len: int, data: str,
+                   item_counts=None, options: ExportOptions | None = None, progress: bool = False,
+                   model_config: dict | None = None) -> ExportResult:
+    """Any PyTorch session encoder that meets the contract (sessionrec.contract) -> a verified new version.
+
+    `module(*schema tensors) -> (B, d)`; `item_table` (N, d) scored by inner product; `raw_ids` (N,)
+    the catalogue id of each table row; `data` a click log or SR-GNN folder whose test sessions the
+    parity gate, the served-path check and the canaries use (and whose training clicks give the
+    popularity fallback unless `item_counts` is given). Same gates as `sessionrec export`.
+
+        from sessionrec.export.exporter import export_encoder
+        export_encoder(my_module, table, raw_ids, "sequence", "runs/repository", max_len=32, data="clicks.csv")
+    """
+    options = options or ExportOptions(data=data)
+    options.data = data
+    spec = make_spec(module, item_table, raw_ids, schema, max_len, item_counts,
+                     source={"route": "python api (sessionrec.export.exporter.export_encoder)",
+                             "module": f"{type(module).__module__}.{type(module).__qualname__}"},
+                     model_config=model_config)
+    return export_spec(spec, repository, options, progress)
+
+
+def _check_schema_switch(repo: Path, schema: str) -> None:
+    live = repo_lib.current_version(repo)
+    if live is None:
+        return
+    from sessionrec.serving.artifacts import read_manifest
+
+    served = read_manifest(repo / "recommend" / str(live)).get("serving", {}).get("schema", "graph")
+    if served != schema:
+        raise ExportError(
+            f"{repo}: the live version {live} takes input schema {served!r}, this model {schema!r}; the step configs "
+            "(preprocess -> session_encoder tensors) are shared by all versions of a repository, so one repository "
+            "serves one schema: export to a new repository and point the server there"
+        )
+
+
+def export_spec(spec: EncoderSpec, repository: str | Path, options: ExportOptions | None = None,
+                progress: bool = True, default_data: str | None = None) -> ExportResult:
+    """The export itself, for any model that meets the encoder contract."""
     options = options or ExportOptions()
     if options.precision not in PRECISIONS:
         raise ExportError(f"--precision must be one of {PRECISIONS}, got {options.precision!r}")
     repo = Path(repository).resolve()
-    ckpt = load_checkpoint(checkpoint)  # before any output: a bad checkpoint is one clean message
+    schema = spec.schema
+    raw_ids = spec.padded_raw_ids()
     bar = tqdm(total=7, desc="export", disable=not progress)
 
     def step(text: str) -> None:
         bar.set_postfix_str(text)
         bar.update(1)
 
-    model = ckpt.build_model()
-    config = model.config
     try:
-        sessions = _test_sessions(options, ckpt)
+        source, dataset = _load_data(options, default_data)
+        sessions = _test_sessions(source, dataset, raw_ids)
+        counts = (np.concatenate([[0], spec.item_counts]) if spec.item_counts is not None
+                  else _train_counts(dataset, raw_ids))
+        if repo.is_dir():
+            _check_schema_switch(repo, schema.name)
     except BaseException:
         bar.close()
         raise
-    step("checkpoint + data")
+    step("model + data")
 
     repo.mkdir(parents=True, exist_ok=True)
     repo_lib.clean_debris(repo)
@@ -161,9 +229,16 @@ def export_version(checkpoint: str | Path, repository: str | Path, options: Expo
         for d in dirs.values():
             d.mkdir(parents=True)
 
-        onnx_path = export_onnx(model, dirs["session_encoder"] / FILES["fp32"], sessions)
+        try:
+            onnx_path = export_onnx(spec.module, dirs["session_encoder"] / FILES["fp32"], schema, spec.max_len, sessions)
+        except OSError:
+            raise  # disk full, permissions: the machine's problem, not the model's; reported as it is
+        except Exception as exc:  # noqa: BLE001 - torch.onnx raises many kinds; one message names the step
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ExportError(f"ONNX export of the encoder failed (dynamic batch and length, schema {schema.name!r}): "
+                              f"{type(exc).__name__}: {first[:400]}") from None
         parity_set = [s[:-1] for s in sessions[: options.parity_sessions]]
-        parity = check_parity(model, OnnxEncoder(onnx_path), parity_set, options.max_abs_diff, options.min_top20_agreement)
+        parity = check_parity(spec, OnnxEncoder(onnx_path), parity_set, options.max_abs_diff, options.min_top20_agreement)
         if not parity.passed:
             raise ExportError(
                 f"ONNX parity gate failed on {parity.sessions} test sessions: max abs diff {parity.max_abs_diff:.2e} "
@@ -175,40 +250,42 @@ def export_version(checkpoint: str | Path, repository: str | Path, options: Expo
         test_x, test_y = prefixes(sessions)
         rng = np.random.default_rng(0)
         pick = rng.choice(len(test_x), size=min(options.quality_sessions, len(test_x)), replace=False)
-        table = model.item_embeddings().detach().numpy()
-        variants = measure_variants(onnx_path, table, [test_x[i] for i in pick], test_y[pick], ckpt.item_counts, config.max_len)
+        table = spec.item_table
+        variants = measure_variants(onnx_path, table, [test_x[i] for i in pick], test_y[pick], counts, spec.max_len,
+                                    schema=schema.name)
         for precision, file in FILES.items():  # keep only the served variant's file next to FP32
             if precision not in ("fp32", options.precision):
                 (dirs["session_encoder"] / file).unlink(missing_ok=True)
         step("precision variants")
 
-        tune = _session_vectors(model, [s[:-1] for s in sessions[:500]])
+        tune = spec.encode([s[:-1] for s in sessions[:500]])
         index, index_report = build_index(table, IndexSpec(kind=options.index), tune_queries=tune,
                                           target_recall=options.target_recall)
         save_index(index, dirs["retrieval"] / "items.faiss")
         step("faiss index")
 
-        raw_ids = np.asarray(ckpt.raw_ids, dtype=np.int64)
         np.save(dirs["preprocess"] / "item_ids.npy", raw_ids, allow_pickle=False)
         np.save(dirs["retrieval"] / "item_ids.npy", raw_ids, allow_pickle=False)
-        np.save(dirs["retrieval"] / "popularity.npy", np.asarray(ckpt.item_counts, dtype=np.int64), allow_pickle=False)
+        np.save(dirs["retrieval"] / "popularity.npy", np.asarray(counts, dtype=np.int64), allow_pickle=False)
         for model_name in VERSIONED:  # session_recommender's version folder holds only its model.py
             repo_lib.copy_model_code(dirs[model_name], model_name)
         artifacts = {
             str(p.relative_to(staged)): sha256_file(p)
             for d in dirs.values() for p in sorted(d.rglob("*")) if p.is_file()
         }
-        options.serving.max_len = config.max_len
+        options.serving.max_len = spec.max_len
+        options.serving.schema = schema.name
         manifest = {
             "format": MANIFEST_FORMAT,
             "version": version,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "checkpoint": {"path": str(Path(checkpoint).resolve()), "sha256": sha256_file(checkpoint),
-                           "metrics": ckpt.metrics},
-            "model_config": config.to_dict(),
-            "serving": {"max_len": config.max_len, "max_k": options.max_k, "dim": config.dim,
+            "contract": CONTRACT_VERSION,
+            "schema": schema.describe(),
+            "source": spec.source,
+            "model_config": {**spec.model_config, "max_len": spec.max_len, "dim": spec.dim},
+            "serving": {"max_len": spec.max_len, "max_k": options.max_k, "dim": spec.dim,
                         "max_request_items": options.max_request_items, "precision": options.precision,
-                        "encoder_file": FILES[options.precision], "n_items": config.n_items},
+                        "encoder_file": FILES[options.precision], "n_items": spec.n_items, "schema": schema.name},
             "serving_config": {k: v for k, v in asdict(options.serving).items() if k != "extra"},
             "export_options": {k: v for k, v in asdict(options).items() if k != "serving"},
             "libraries": library_versions(),
@@ -218,15 +295,17 @@ def export_version(checkpoint: str | Path, repository: str | Path, options: Expo
             "artifacts": artifacts,
             "configs": all_configs(options.serving, version),
         }
+        if "sha256" in spec.source:  # a checkpoint file: kept under its old key too
+            manifest["checkpoint"] = {k: spec.source[k] for k in ("path", "sha256", "metrics")}
         _write_manifest(dirs, manifest)
         step("manifest")
 
         # The staged version through the served code path: checksums, preprocess, ORT, FAISS.
         pipeline = LocalPipeline(staged, version)
-        served_top = [pipeline.recommend(ckpt.raw_ids[np.asarray(s)].tolist(), 20).item_ids for s in parity_set[:200]]
-        with torch.no_grad():
-            ref = model(*graph_tensors(build_batch(parity_set[:200], config.max_len)))
-        ref_top = ckpt.raw_ids[(ref.topk(20, dim=1).indices + 1).numpy()]
+        checked = parity_set[:200]
+        served_top = [pipeline.recommend(raw_ids[np.asarray(s)].tolist(), 20).item_ids for s in checked]
+        ref = torch.from_numpy(spec.encode(checked)) @ torch.from_numpy(table).T
+        ref_top = raw_ids[(ref.topk(20, dim=1).indices + 1).numpy()]
         agreement = float(np.mean([len(np.intersect1d(a, b)) / 20 for a, b in zip(served_top, ref_top)]))
         floor = options.min_top20_agreement * (index_report.recall_at_20 or 1.0) - 0.01
         manifest["pipeline_check"] = {"sessions": len(served_top), "top20_agreement_vs_pytorch": agreement,
@@ -235,8 +314,8 @@ def export_version(checkpoint: str | Path, repository: str | Path, options: Expo
             raise ExportError(
                 f"served-path check failed: top-20 agreement with PyTorch {agreement:.4f} < {floor:.4f}; refusing to publish"
             )
-        manifest["canaries"] = _canaries(pipeline, ckpt, sessions, options.canaries)
-        manifest["one_click"] = _one_click_table(pipeline, ckpt, sessions, options, dirs["retrieval"], staged, manifest)
+        manifest["canaries"] = _canaries(pipeline, raw_ids, sessions, options.canaries)
+        manifest["one_click"] = _one_click_table(pipeline, raw_ids, sessions, options, dirs["retrieval"], staged, manifest)
         _write_manifest(dirs, manifest)
         step("verified")
 
@@ -251,21 +330,21 @@ def export_version(checkpoint: str | Path, repository: str | Path, options: Expo
     return ExportResult(version=version, repository=repo, manifest=manifest, pruned=pruned)
 
 
-def _one_click_table(pipeline: LocalPipeline, ckpt, sessions, options: ExportOptions, folder: Path, staged: Path,
+def _one_click_table(pipeline: LocalPipeline, raw_ids: np.ndarray, sessions, options: ExportOptions, folder: Path, staged: Path,
                      manifest: dict) -> dict:
     """Write the one-click answer table into the retrieval step's version folder (checksummed) and
     add one-click canaries: their expected answers come from `pipeline`, which computed them (it was
     loaded before the table existed), and the server answers them from the table."""
     from sessionrec.serving import one_click
 
-    n_items = int(ckpt.raw_ids.size - 1)
+    n_items = int(raw_ids.size - 1)
     if options.one_click_k <= 0 or n_items > options.one_click_max_items:
         return {"built": False, "reason": "disabled" if options.one_click_k <= 0 else
                 f"catalogue of {n_items} items is over one_click_max_items={options.one_click_max_items}"}
     ids, scores = one_click.build(pipeline, options.one_click_k)
     for path in one_click.save(folder, ids, scores):
         manifest["artifacts"][str(path.relative_to(staged))] = sha256_file(path)
-    firsts = list(dict.fromkeys(int(ckpt.raw_ids[s[0]]) for s in sessions))[:3]
+    firsts = list(dict.fromkeys(int(raw_ids[s[0]]) for s in sessions))[:3]
     for item in firsts:
         answer = pipeline.recommend([item], ids.shape[1], False)
         manifest["canaries"].append({

@@ -6,6 +6,7 @@ takes the item table already normalised (NISER), so inference never re-normalise
 
 from __future__ import annotations
 
+import inspect
 import logging
 import warnings
 from dataclasses import asdict, dataclass
@@ -15,46 +16,47 @@ import numpy as np
 import torch
 from torch import nn
 
-from sessionrec.graph import ENCODER_INPUTS, build_batch
-from sessionrec.model import SessionModel, graph_tensors
+from sessionrec.schemas import InputSchema
 
 OUTPUT = "session_embedding"
 OPSET = 18
 
 
-class _Encoder(nn.Module):
-    def __init__(self, model: SessionModel):
+class TrainedEncoder(nn.Module):
+    """A sessionrec family model's encode() in eval mode, its scoring table a buffer normalised once
+    (NISER), so inference never re-normalises the catalogue. Takes the schema's tensors positionally."""
+
+    def __init__(self, model):
         super().__init__()
         self.model = model.eval()
         with torch.no_grad():
             self.register_buffer("table", model._table().detach().clone())  # (N+1, d), normalised once
 
-    def forward(self, items, alias, adj_in, adj_out, mask):
-        return self.model.encode(items, alias, adj_in, adj_out, mask, table=self.table)
+    def forward(self, *inputs):
+        return self.model.encode(*inputs, table=self.table)
 
 
-def export_onnx(model: SessionModel, path: str | Path, example_sessions: list[list[int]]) -> Path:
-    """Write a single self-contained ONNX file (no external data) with dynamic B and L."""
+def export_onnx(module: nn.Module, path: str | Path, schema: InputSchema, max_len: int,
+                example_sessions: list[list[int]]) -> Path:
+    """Write a single self-contained ONNX file (no external data) with dynamic B and L.
+
+    Inputs are named and ordered as the schema declares (the Triton configs use the same names)."""
     path = Path(path)
-    max_len = model.config.max_len
-    graphs = build_batch(example_sessions[:4] or [[1]], max_len)
-    args = tuple(graph_tensors(graphs))
+    arrays = schema.batch(example_sessions[:4] or [[1]], max_len)
+    args = tuple(torch.from_numpy(arrays[name]) for name in schema.input_names)
     batch, length = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("length", min=1, max=max_len)
-    dynamic = {
-        "items": {0: batch, 1: length},
-        "alias": {0: batch, 1: length},
-        "adj_in": {0: batch, 1: length, 2: length},
-        "adj_out": {0: batch, 1: length, 2: length},
-        "mask": {0: batch, 1: length},
-    }
+    dynamic = tuple({0: batch, **{axis: length for axis in range(1, spec.rank + 1)}} for spec in schema.inputs)
+    parameters = inspect.signature(module.forward).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
+        dynamic = (dynamic,)  # forward(*inputs): torch.export sees one argument holding the tuple
     # The exporter logs one warning per torchvision op it cannot register; torchvision is not used.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            _Encoder(model),
+            module.eval(),
             args,
-            input_names=list(ENCODER_INPUTS),
+            input_names=list(schema.input_names),
             output_names=[OUTPUT],
             dynamic_shapes=dynamic,
             opset_version=OPSET,
@@ -84,7 +86,7 @@ class ParityReport:
 
 @torch.no_grad()
 def check_parity(
-    model: SessionModel,
+    spec,  # sessionrec.contract.EncoderSpec: the PyTorch reference
     encoder,  # callable: dict of encoder inputs -> (B, d), e.g. sessionrec.serving.encoder.OnnxEncoder
     sessions: list[list[int]],
     max_abs_diff_limit: float = 1e-3,
@@ -92,13 +94,13 @@ def check_parity(
     batch_size: int = 256,
 ) -> ParityReport:
     """Session vectors and full-catalogue top-20 of the exported encoder vs PyTorch on real sessions."""
-    model.eval()
-    table = model.item_embeddings()  # (N, d)
+    spec.module.eval()
+    table = torch.from_numpy(spec.item_table)  # (N, d)
     diffs, agree = [], []
     for start in range(0, len(sessions), batch_size):
-        graphs = build_batch(sessions[start : start + batch_size], model.config.max_len)
-        ref = model.encode(*graph_tensors(graphs))
-        got = torch.from_numpy(np.asarray(encoder(graphs.as_dict()), dtype=np.float32))
+        chunk = sessions[start : start + batch_size]
+        ref = torch.from_numpy(spec.encode(chunk))
+        got = torch.from_numpy(np.asarray(encoder(spec.schema.batch(chunk, spec.max_len)), dtype=np.float32))
         diffs.append((ref - got).abs().max().item())
         top_ref = (ref @ table.T).topk(20, dim=1).indices.numpy()
         top_got = (got @ table.T).topk(20, dim=1).indices.numpy()

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sessionrec.graph import build_batch
 from sessionrec.metrics import RankingMetrics
+from sessionrec.schemas import DEFAULT_SCHEMA, get_schema
 from sessionrec.serving.encoder import OnnxEncoder
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -57,10 +57,11 @@ def write_variant(fp32_path: Path, precision: str) -> Path:
     return target
 
 
-def encoder_latency_ms(encoder: OnnxEncoder, sessions: list[list[int]], max_len: int, batch: int, repeats: int = 30) -> float:
+def encoder_latency_ms(encoder: OnnxEncoder, sessions: list[list[int]], max_len: int, batch: int, repeats: int = 30,
+                       schema: str = DEFAULT_SCHEMA) -> float:
     """Median wall time of one encoder call at this batch size (inputs padded to max_len, as served)."""
     picked = [sessions[i % len(sessions)] for i in range(batch)]
-    inputs = build_batch(picked, max_len).as_dict()
+    inputs = get_schema(schema).batch(picked, max_len)
     encoder(inputs)  # warm-up
     times = []
     for _ in range(repeats):
@@ -78,6 +79,7 @@ def measure_variants(
     train_counts: np.ndarray,
     max_len: int,
     precisions: tuple[str, ...] = PRECISIONS,
+    schema: str = DEFAULT_SCHEMA,
 ) -> dict[str, dict]:
     """{precision: {file, HR@20, MRR@20, top20_agreement_vs_fp32, latency_ms_b1, latency_ms_b64}}."""
     results, reference = {}, None
@@ -87,8 +89,8 @@ def measure_variants(
         metrics = RankingMetrics(item_table.shape[0], train_counts)
         tops = []
         for start in range(0, len(prefixes), 256):
-            graphs = build_batch(prefixes[start : start + 256], max_len)
-            scores = encoder(graphs.as_dict()) @ item_table.T  # (B, N)
+            inputs = get_schema(schema).batch(prefixes[start : start + 256], max_len)
+            scores = encoder(inputs) @ item_table.T  # (B, N)
             top = top20(scores) + 1
             metrics.update(top, targets[start : start + 256])
             tops.append(top)
@@ -102,8 +104,8 @@ def measure_variants(
             "HR@20": quality["HR@20"],
             "MRR@20": quality["MRR@20"],
             "top20_agreement_vs_fp32": agreement,
-            "latency_ms_b1": encoder_latency_ms(encoder, prefixes, max_len, 1),
-            "latency_ms_b64": encoder_latency_ms(encoder, prefixes, max_len, 64, repeats=10),
+            "latency_ms_b1": encoder_latency_ms(encoder, prefixes, max_len, 1, schema=schema),
+            "latency_ms_b64": encoder_latency_ms(encoder, prefixes, max_len, 64, repeats=10, schema=schema),
             "bytes": path.stat().st_size,
         }
     return results

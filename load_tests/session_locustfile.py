@@ -19,7 +19,7 @@ import collections  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 
-from locust import User, events, task  # noqa: E402
+from locust import events, task  # noqa: E402
 
 from sessionrec.load_tests.common import SessionWalker  # noqa: E402, F401 - registers options and hooks
 from sessionrec.load_tests.locustfile import RecommendUser, WrongAnswer  # noqa: E402

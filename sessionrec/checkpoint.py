@@ -2,7 +2,9 @@
 
 weights_only=True refuses any pickled object other than tensors and builtin containers, so a
 checkpoint from an untrusted source cannot run code. Everything needed to serve is inside: model
-config, weights, the raw-id mapping, training popularity (fallback answers), metrics.
+config, weights, the raw-id mapping, training popularity (fallback answers), metrics, and the model
+family with its input schema (sessionrec.families, sessionrec.schemas; absent in checkpoints written
+before a second family existed, which are all `srgnn` on the `graph` schema).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import numpy as np
 import torch
 
 from sessionrec.errors import SessionrecError
-from sessionrec.model import ModelConfig, SessionModel
+from sessionrec.families import DEFAULT_FAMILY, get_family
+from sessionrec.schemas import get_schema
 
 FORMAT = "sessionrec-checkpoint"
 FORMAT_VERSION = 1
@@ -31,7 +34,7 @@ class CheckpointError(SessionrecError, ValueError):
 
 @dataclass
 class Checkpoint:
-    model_config: ModelConfig
+    model_config: object  # the family's config dataclass (sessionrec.model.ModelConfig for srgnn)
     state_dict: dict[str, torch.Tensor]
     raw_ids: np.ndarray  # (N+1,) raw catalogue id of each model id; [0] = -1
     item_counts: np.ndarray  # (N+1,) training clicks per model id
@@ -39,9 +42,14 @@ class Checkpoint:
     train_config: dict = field(default_factory=dict)
     history: list = field(default_factory=list)  # per-epoch losses and validation metrics
     extra: dict = field(default_factory=dict)  # optimizer/scheduler state for resuming
+    family: str = DEFAULT_FAMILY  # sessionrec.families key: which module the weights belong to
 
-    def build_model(self) -> SessionModel:
-        model = SessionModel(self.model_config)
+    @property
+    def schema(self) -> str:
+        return get_family(self.family).schema
+
+    def build_model(self):
+        model = get_family(self.family).model_class(self.model_config)
         model.load_state_dict(self.state_dict)
         return model.eval()
 
@@ -53,6 +61,8 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "family": ckpt.family,
+        "schema": {"name": ckpt.schema, "version": get_schema(ckpt.schema).version},
         "model_config": ckpt.model_config.to_dict(),
         "state_dict": ckpt.state_dict,
         "raw_ids": torch.from_numpy(np.asarray(ckpt.raw_ids, dtype=np.int64)),
@@ -93,7 +103,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"(this sessionrec reads version {FORMAT_VERSION})"
         )
     try:
-        config = ModelConfig(**payload["model_config"]).validate()
+        family = get_family(payload.get("family"))
+        schema = payload.get("schema") or {}
+        if schema and schema.get("name") != family.schema:
+            raise ValueError(f"family {family.name!r} takes schema {family.schema!r}, checkpoint says {schema.get('name')!r}")
+        get_schema(family.schema, schema.get("version"))
+        config = family.config_class(**payload["model_config"]).validate()
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: incompatible model config: {exc}") from None
     ckpt = Checkpoint(
@@ -105,13 +120,17 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         train_config=payload.get("train_config", {}),
         history=payload.get("history", []),
         extra=payload.get("extra", {}),
+        family=family.name,
     )
     if ckpt.raw_ids.shape != (config.n_items + 1,):
         raise CheckpointError(
             f"{path}: item-id mapping has {ckpt.raw_ids.shape[0]} entries, model has {config.n_items} items (+1 padding)"
         )
+    from sessionrec.contract import check_state_dict
+
     try:
-        ckpt.build_model()
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not match the model config: {str(exc).splitlines()[0]}") from None
+        check_state_dict(family.model_class(config).state_dict(), ckpt.state_dict,
+                         f"{path}: weights do not match the {family.name} model config")
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
     return ckpt

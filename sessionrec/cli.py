@@ -3,6 +3,7 @@
     sessionrec train DATA --out DIR          train with validation-based selection
     sessionrec evaluate CHECKPOINT DATA      full-catalogue metrics, baselines side by side
     sessionrec export CHECKPOINT --repository DIR     new verified Triton model version
+    sessionrec export-encoder --module M:C ...        the same for a user's own PyTorch encoder
     sessionrec serve --repository DIR        embedded tritonserver on 127.0.0.1
     sessionrec rollback --repository DIR     serve the previous version again
     sessionrec build-engine --repository DIR TensorRT plan on a GPU node
@@ -24,6 +25,7 @@ COMMANDS = [
     "sessionrec.commands.tune_cmd",
     "sessionrec.commands.evaluate_cmd",
     "sessionrec.commands.export_cmd",
+    "sessionrec.commands.byo_cmd",
     "sessionrec.commands.build_engine_cmd",
     "sessionrec.commands.serve_cmd",
     "sessionrec.commands.recommend_cmd",

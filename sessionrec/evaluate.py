@@ -6,23 +6,21 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sessionrec.graph import build_batch
+from sessionrec.families import model_inputs
 from sessionrec.metrics import RankingMetrics
-from sessionrec.model import SessionModel, graph_tensors
 
 K_MAX = 20
 
 
 @torch.no_grad()
-def model_topk(model: SessionModel, sessions: list[list[int]], k: int = K_MAX, batch_size: int = 500) -> np.ndarray:
+def model_topk(model, sessions: list[list[int]], k: int = K_MAX, batch_size: int = 500) -> np.ndarray:
     """(B, k) model ids, best first."""
     model.eval()
     out = []
     for start in range(0, len(sessions), batch_size):
-        graphs = build_batch(sessions[start : start + batch_size], model.config.max_len, pad_to_longest=True)
         device = model.embedding.weight.device  # CPU, or the GPU a torchrun rank trains on
-        scores = model(*[t.to(device) for t in graph_tensors(graphs)])
-        out.append((scores.topk(k, dim=1).indices + 1).cpu().numpy())
+        inputs = [t.to(device) for t in model_inputs(model, sessions[start : start + batch_size], pad_to_longest=True)]
+        out.append((model(*inputs).topk(k, dim=1).indices + 1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
 
@@ -35,7 +33,7 @@ def item_vectors(model) -> np.ndarray:
 
 @torch.no_grad()
 def evaluate_model(
-    model: SessionModel,
+    model,  # any sessionrec.families model
     sessions: list[list[int]],
     targets: np.ndarray,
     train_counts: np.ndarray,

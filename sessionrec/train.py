@@ -33,8 +33,8 @@ from sessionrec import distributed
 from sessionrec.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from sessionrec.data import DataError, SessionDataset, item_counts, load_dataset, prefixes, validation_split
 from sessionrec.evaluate import evaluate_model
-from sessionrec.graph import build_batch
-from sessionrec.model import ModelConfig, SessionModel, graph_tensors, searched
+from sessionrec.families import family_for_config, model_inputs
+from sessionrec.model import ModelConfig, searched
 
 
 @dataclass
@@ -72,11 +72,6 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _batch_tensors(sessions: list[list[int]], max_len: int):
-    graphs = build_batch(sessions, max_len, pad_to_longest=True)
-    return graph_tensors(graphs)
-
-
 def _length_bucketed(order: np.ndarray, sessions: list, batch_size: int, bucket: int, rng) -> list[np.ndarray]:
     """Batches of a shuffled epoch; within each window of `bucket` batches, examples are grouped by
     session length so a batch pads to a similar length (the GNN's cost grows with the padded length,
@@ -103,7 +98,7 @@ def selection_score(metrics: dict) -> float:
 def train(
     data: str | Path | SessionDataset,
     out: str | Path,
-    model_config: ModelConfig | None = None,
+    model_config=None,  # a family's config (sessionrec.families): ModelConfig (srgnn, default) or SASRecConfig
     config: TrainConfig | None = None,
     resume: bool = False,
     progress: bool = True,
@@ -135,7 +130,8 @@ def train(
     model_config.n_items = dataset.n_items
     group = distributed.setup()  # one process, or this rank of a torchrun group (sessionrec.distributed)
     progress = progress and group.main
-    model = SessionModel(model_config).to(group.device)
+    family = family_for_config(model_config)
+    model = family.model_class(model_config).to(group.device)
     trainer = distributed.wrap(model, group)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.l2)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_decay_every, gamma=config.lr_decay)
@@ -164,6 +160,7 @@ def train(
             train_config={**asdict(config), "data": None if isinstance(data, SessionDataset) else str(Path(data).resolve())},
             history=history,
             extra=extra or {},
+            family=family.name,
         )
 
     started = time.perf_counter()
@@ -185,7 +182,7 @@ def train(
         total, bar = 0.0, tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
         for b in bar:
             idx = distributed.shard(batches[b], group)
-            inputs = [t.to(group.device) for t in _batch_tensors([train_x[i] for i in idx], model_config.max_len)]
+            inputs = [t.to(group.device) for t in model_inputs(model, [train_x[i] for i in idx], pad_to_longest=True)]
             targets = torch.from_numpy(train_y[idx]).to(group.device)
             loss = model.loss(trainer(*inputs), targets)
             optimizer.zero_grad(set_to_none=True)

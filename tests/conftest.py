@@ -65,3 +65,24 @@ def embedded_server(exported_repository, tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def sasrec_checkpoint(tmp_path_factory) -> Path:
+    """The second model family (sequence schema), trained like trained_checkpoint (~10 s)."""
+    from sessionrec.sasrec import SASRecConfig
+    from sessionrec.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("sasrec")
+    result = train(SAMPLE, out, SASRecConfig(dim=32, max_len=16), TrainConfig(epochs=3, batch_size=50, patience=3),
+                   progress=False)
+    return result.best_path
+
+
+@pytest.fixture(scope="session")
+def sasrec_repository(tmp_path_factory, sasrec_checkpoint) -> Path:
+    from sessionrec.export.exporter import ExportOptions, export_version
+
+    repo = tmp_path_factory.mktemp("served-sasrec") / "repository"
+    export_version(sasrec_checkpoint, repo, ExportOptions(data=str(SAMPLE)), progress=False)
+    return repo

@@ -6,7 +6,6 @@ On a GPU cluster configs/gpu.pbtxt serves the same model.onnx with the onnxrunti
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from sessionrec.graph import ENCODER_INPUTS
 from sessionrec.serving import triton_io as io
 from sessionrec.serving.artifacts import load_encoder
 
@@ -20,9 +19,11 @@ class TritonPythonModel:
 
     def execute(self, requests):
         # Preprocess pads every session to max_len, so the batch concatenates into one ORT call.
-        inputs = [{name: io.input_array(pb_utils, r, name) for name in ENCODER_INPUTS} for r in requests]
+        # Input names are the version's schema's (sessionrec.schemas), read from the ONNX file.
+        names = self.encoder.inputs
+        inputs = [{name: io.input_array(pb_utils, r, name) for name in names} for r in requests]
         sizes = [x["items"].shape[0] for x in inputs]
-        batch = {name: np.concatenate([x[name] for x in inputs]) for name in ENCODER_INPUTS}
+        batch = {name: np.concatenate([x[name] for x in inputs]) for name in names}
         vectors = self.encoder(batch)
         out, start = [], 0
         for size in sizes:

@@ -35,14 +35,16 @@ def add_parser(sub) -> None:
 
 
 def _encoder_latency(model, sessions) -> dict:
-    from sessionrec.export.onnx_export import export_onnx
+    from sessionrec.export.onnx_export import TrainedEncoder, export_onnx
     from sessionrec.export.precision import encoder_latency_ms
+    from sessionrec.families import schema_of
     from sessionrec.serving.encoder import OnnxEncoder
 
+    schema, max_len = schema_of(model), model.config.max_len
     with tempfile.TemporaryDirectory() as tmp:
-        encoder = OnnxEncoder(export_onnx(model, Path(tmp) / "m.onnx", sessions), threads=1)
-        return {"encoder_ms_b1": encoder_latency_ms(encoder, sessions, model.config.max_len, 1, 100),
-                "encoder_ms_b64": encoder_latency_ms(encoder, sessions, model.config.max_len, 64, 20)}
+        encoder = OnnxEncoder(export_onnx(TrainedEncoder(model), Path(tmp) / "m.onnx", schema, max_len, sessions), threads=1)
+        return {"encoder_ms_b1": encoder_latency_ms(encoder, sessions, max_len, 1, 100, schema=schema.name),
+                "encoder_ms_b64": encoder_latency_ms(encoder, sessions, max_len, 64, 20, schema=schema.name)}
 
 
 def _cell(row: dict, column: str) -> str:
@@ -71,7 +73,7 @@ def run(args) -> int:
         vectors = item_vectors(model) if vectors is None else vectors
         started = time.perf_counter()
         metrics = evaluate_model(model, test_x, test_y, counts)
-        row = {"name": str(path), "config": ckpt.model_config.to_dict(), "valid": ckpt.metrics.get("valid"),
+        row = {"name": str(path), "family": ckpt.family, "config": ckpt.model_config.to_dict(), "valid": ckpt.metrics.get("valid"),
                "epoch": ckpt.metrics.get("epoch"), "seconds": time.perf_counter() - started, **metrics}
         if args.latency:
             row.update(_encoder_latency(model, test_x[:256]))

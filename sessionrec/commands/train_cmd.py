@@ -6,21 +6,22 @@ import argparse
 import json
 from dataclasses import fields
 
-from sessionrec.model import ModelConfig
+from sessionrec.errors import SessionrecError
+from sessionrec.families import FAMILIES, DEFAULT_FAMILY, config_fields, get_family
 from sessionrec.train import TrainConfig, train
 
 
-def _add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip=()) -> None:
+def _add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip=(), label: str = "") -> None:
     """One kebab-case flag per config field; the default shown is the dataclass's (one source)."""
     for f in fields(cls):
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool", bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default: {f.default}")
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"{label}default: {f.default}")
         else:
             kind = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
-            parser.add_argument(flag, type=kind, default=None, help=f"default: {f.default}")
+            parser.add_argument(flag, type=kind, default=None, help=f"{label}default: {f.default}")
 
 
 def _config_from(cls, args, skip=(), base: dict | None = None):
@@ -48,11 +49,28 @@ def add_parser(sub) -> None:
     parser.add_argument("--config", metavar="JSON", help="start from a tuned config (`sessionrec tune`'s best_config.json: "
                         "its model and train sections); flags given here override it")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    model = parser.add_argument_group("model (ModelConfig)")
-    _add_dataclass_flags(model, ModelConfig, skip=("n_items",))
+    parser.add_argument("--model", choices=sorted(FAMILIES), default=DEFAULT_FAMILY,
+                        help="model family: " + "; ".join(f"{f.name} = {f.summary}" for f in FAMILIES.values()))
+    # One flag per field of any family's config; a field two families share (dim, max_len, ...) is one flag,
+    # its default shown per family. A flag the chosen family lacks is an error (run()).
+    seen: set[str] = {"n_items"}
+    for family in FAMILIES.values():
+        group = parser.add_argument_group(f"model --model {family.name} ({family.config_class.__name__})")
+        _add_dataclass_flags(group, family.config_class, skip=tuple(seen), label=f"{family.name} ")
+        seen |= config_fields(family)
     training = parser.add_argument_group("training (TrainConfig)")
     _add_dataclass_flags(training, TrainConfig)
     parser.set_defaults(run=run)
+
+
+def _model_config(args, base: dict | None = None):
+    family = get_family(args.model)
+    own = config_fields(family)
+    foreign = sorted(name for other in FAMILIES.values() for name in config_fields(other) - own
+                     if getattr(args, name, None) is not None)
+    if foreign:
+        raise SessionrecError(f"--model {family.name} has no option " + ", ".join("--" + n.replace("_", "-") for n in foreign))
+    return _config_from(family.config_class, args, skip=("n_items",), base=base)
 
 
 def run(args) -> int:
@@ -60,7 +78,7 @@ def run(args) -> int:
     result = train(
         args.data,
         args.out,
-        model_config=_config_from(ModelConfig, args, skip=("n_items",), base=tuned.get("model")),
+        model_config=_model_config(args, base=tuned.get("model")),
         config=_config_from(TrainConfig, args, base=tuned.get("train")),
         resume=args.resume,
         progress=not args.quiet,

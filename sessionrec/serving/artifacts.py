@@ -79,7 +79,8 @@ def load_preprocessor(version_dir: str | Path, verify: bool = True):
     version_dir = Path(version_dir)
     manifest = verify_model_artifacts(version_dir, "preprocess") if verify else read_manifest(version_dir)
     serving = manifest["serving"]
-    return Preprocessor(IdMap(load_array(version_dir / "item_ids.npy")), serving["max_len"], serving["max_request_items"])
+    return Preprocessor(IdMap(load_array(version_dir / "item_ids.npy")), serving["max_len"], serving["max_request_items"],
+                        schema=serving.get("schema", "graph"))  # versions exported before schemas: graph
 
 
 def load_encoder(version_dir: str | Path, verify: bool = True, threads: int = 1, filename: str | None = None):

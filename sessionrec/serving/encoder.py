@@ -10,9 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from sessionrec.graph import ENCODER_INPUTS
-
-
 class OnnxEncoder:
     def __init__(self, path: str | Path, threads: int = 1):
         import onnxruntime as ort
@@ -25,7 +22,9 @@ class OnnxEncoder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.output = self.session.get_outputs()[0].name
+        # The file's own input names: they are its input schema's (sessionrec.schemas), whichever it is.
+        self.inputs = tuple(i.name for i in self.session.get_inputs())
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        feed = {name: np.ascontiguousarray(inputs[name]) for name in ENCODER_INPUTS}
+        feed = {name: np.ascontiguousarray(inputs[name]) for name in self.inputs}
         return self.session.run([self.output], feed)[0]

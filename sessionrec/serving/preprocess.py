@@ -1,8 +1,8 @@
-"""Request preprocessing: raw catalogue ids of one session -> padded session-graph tensors.
+"""Request preprocessing: raw catalogue ids of one session -> the encoder's padded input tensors.
 
 Runs inside Triton's `preprocess` python model (model_repository/preprocess/model.py only adapts
 tensors) and in the offline pipeline that computes canary answers, so both share this code and the
-graph builder used in training.
+schema's builder used in training (sessionrec.schemas: the session graph, or the click sequence).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sessionrec.errors import SessionrecError
-from sessionrec.graph import build_graph
+from sessionrec.schemas import DEFAULT_SCHEMA, get_schema
 
 
 class RequestError(SessionrecError, ValueError):
@@ -53,6 +53,10 @@ class Preprocessor:
     id_map: IdMap
     max_len: int  # graph size: sessions keep their last max_len known clicks
     max_request_items: int = 1000  # hard cap on one request's session length (bad input beyond it)
+    schema: str = DEFAULT_SCHEMA  # the version's input schema (its manifest's serving.schema)
+
+    def __post_init__(self) -> None:
+        self._schema = get_schema(self.schema)
 
     def process(self, raw_sessions: np.ndarray) -> dict[str, np.ndarray]:
         """(B, n) raw ids, one session per row -> encoder inputs + bookkeeping, each (B, ...).
@@ -76,15 +80,13 @@ class Preprocessor:
                 f"(only the last {self.max_len} are used; send at most {self.max_request_items})"
             )
         model_ids = self.id_map.to_model(raw_sessions)  # (B, n)
-        columns: dict[str, list] = {k: [] for k in ("items", "alias", "adj_in", "adj_out", "mask")}
-        unknown, fallback = [], []
+        unknown, fallback, sessions = [], [], []
         for row in model_ids:
             known = row[row > 0]
             unknown.append(row.size - known.size)
             fallback.append(known.size == 0)
-            for key, value in zip(columns, build_graph(known, self.max_len)):
-                columns[key].append(value)
-        out = {key: np.stack(values) for key, values in columns.items()}
+            sessions.append(known)
+        out = self._schema.batch(sessions, self.max_len)
         out["unknown_count"] = np.asarray(unknown, dtype=np.int32).reshape(-1, 1)
         out["fallback"] = np.asarray(fallback, dtype=bool).reshape(-1, 1)
         return out

@@ -163,3 +163,16 @@ def test_history_step_carries_its_defaults():
         assert config.parameters["history_ttl_s"].string_value == "60.0"
     history = configs[f"{HISTORY}/config.pbtxt"]
     assert history.input[0].data_type == mc.TYPE_STRING and history.dynamic_batching.max_queue_delay_microseconds > 0
+
+
+@pytest.mark.parametrize("schema, inputs", [("graph", ["items", "alias", "adj_in", "adj_out", "mask"]),
+                                            ("sequence", ["items", "mask"])])
+@pytest.mark.parametrize("variant", ["config.pbtxt", "configs/gpu.pbtxt"])
+def test_step_tensors_follow_the_input_schema(schema, inputs, variant):
+    configs = configs_of(variant, 3, fused_cpu=False, schema=schema)
+    assert check_wiring(configs) == []
+    encoder = configs["session_encoder"]
+    assert [t.name for t in encoder.input] == inputs
+    assert [t.name for t in configs["preprocess"].output][: len(inputs)] == inputs
+    if "gpu" in variant:  # TensorRT warm-up samples at the served shape, one per schema tensor
+        assert sorted(encoder.model_warmup[0].inputs) == sorted(inputs)
