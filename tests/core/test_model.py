@@ -22,7 +22,9 @@ VARIANTS = {
 @pytest.mark.parametrize("position", ["forward", "reverse"])
 def test_positions_exported_to_onnx_match_pytorch(position, tmp_path):
     """The NISER+ variants go through the export's parity gate like the rest (dynamic B and L)."""
-    from sessionrec.export.onnx_export import check_parity, export_onnx
+    from sessionrec.contract import make_spec
+    from sessionrec.export.onnx_export import TrainedEncoder, check_parity, export_onnx
+    from sessionrec.families import schema_of
     from sessionrec.serving.encoder import OnnxEncoder
 
     torch.manual_seed(0)
@@ -30,8 +32,10 @@ def test_positions_exported_to_onnx_match_pytorch(position, tmp_path):
                                      table_dropout=0.2)).eval()
     rng = np.random.default_rng(1)
     sessions = [list(rng.integers(1, 41, size=rng.integers(1, 12))) for _ in range(64)]
-    encoder = OnnxEncoder(export_onnx(model, tmp_path / "m.onnx", sessions), threads=1)
-    report = check_parity(model, encoder, sessions)
+    schema = schema_of(model)
+    encoder = OnnxEncoder(export_onnx(TrainedEncoder(model), tmp_path / "m.onnx", schema, 8, sessions), threads=1)
+    spec = make_spec(TrainedEncoder(model), model.item_embeddings().detach(), np.arange(1, 41), schema.name, 8)
+    report = check_parity(spec, encoder, sessions)
     assert report.max_abs_diff < 1e-4 and report.top20_agreement == 1.0
 
 
