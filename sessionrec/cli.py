@@ -9,6 +9,7 @@
     sessionrec recommend ITEM ... --url HOST:PORT     ask a running server
     sessionrec loadtest --repository DIR     Locust run with an SLA check
     sessionrec demo                          all of the above on the bundled sample
+    sessionrec experiment analyze EVENTS     A/B readout: SRM gate, z-test, delta method, mSPRT
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ COMMANDS = [
     "sessionrec.commands.recommend_cmd",
     "sessionrec.commands.loadtest_cmd",
     "sessionrec.commands.demo_cmd",
+    "sessionrec.commands.experiment_cmd",
 ]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2

@@ -77,7 +77,7 @@ def msprt(conv_c, n_c, conv_t, n_t, tau: float, alpha: float = 0.05) -> Sequenti
     looks, p_running = [], 1.0
     for i, value in enumerate(lam):
         cc, nc, ct, nt = float(conv_c[i]), float(n_c[i]), float(conv_t[i]), float(n_t[i])
-        p_running = min(p_running, 1.0 / value)
+        p_running = min(p_running, 1.0 / float(value))
         p_c, p_t = (cc / nc if nc else 0.0), (ct / nt if nt else 0.0)
         variance = (p_c * (1 - p_c) / nc if nc else math.inf) + (p_t * (1 - p_t) / nt if nt else math.inf)
         diff = p_t - p_c
@@ -87,5 +87,5 @@ def msprt(conv_c, n_c, conv_t, n_t, tau: float, alpha: float = 0.05) -> Sequenti
         else:
             half = math.inf
         looks.append(SequentialLook(i + 1, int(nc), int(nt), diff, float(value), p_running, diff - half, diff + half,
-                                    p_running <= alpha))
+                                    bool(p_running <= alpha)))
     return SequentialResult(alpha, tau, looks)
