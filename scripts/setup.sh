@@ -18,11 +18,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     touch "$stamp"
 fi
 
-# Debian packages used by tests: a real Prometheus (autoscaling-metric test) and curl (the chart's
-# liveness probe, run against the real server).
-if [ "${SESSIONREC_SKIP_APT:-0}" != 1 ] && ! { command -v prometheus && command -v curl; } >/dev/null 2>&1; then
+# Debian packages used by tests: a real Prometheus (autoscaling-metric test), curl (the chart's
+# liveness probe, run against the real server) and redis-server (Redis Streams event tests).
+if [ "${SESSIONREC_SKIP_APT:-0}" != 1 ] && ! { command -v prometheus && command -v curl && command -v redis-server; } >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus curl >/dev/null) \
-            || echo "setup: could not install prometheus and curl (their tests will say so)" >&2
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus curl redis-server >/dev/null) \
+            || echo "setup: could not install prometheus, curl and redis-server (their tests will say so)" >&2
     fi
 fi

@@ -10,6 +10,7 @@
     sessionrec loadtest --repository DIR     Locust run with an SLA check
     sessionrec demo                          all of the above on the bundled sample
     sessionrec experiment analyze EVENTS     A/B readout: SRM gate, z-test, delta method, mSPRT
+    sessionrec ingest --redis URL --out DIR  events -> click log for the next retrain
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ COMMANDS = [
     "sessionrec.commands.loadtest_cmd",
     "sessionrec.commands.demo_cmd",
     "sessionrec.commands.experiment_cmd",
+    "sessionrec.commands.ingest_cmd",
 ]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2

@@ -20,7 +20,8 @@ def _split(text: str) -> dict[str, float]:
 
 def add_parser(sub) -> None:
     parser = sub.add_parser("experiment", help="A/B readout: sample size, SRM gate, z-test, delta method, mSPRT",
-                            description="Plan and read out experiments between model versions (docs/EXPERIMENTS.md).")
+                            description="Plan and read out experiments between model versions (docs/EXPERIMENTS.md). "
+                                        "Example: sessionrec experiment analyze events.jsonl --experiment ranker-v8 --out readout")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     size = actions.add_parser("sample-size", help="units per arm for a conversion test",

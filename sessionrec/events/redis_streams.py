@@ -12,9 +12,7 @@ writer drops the repeats by event id.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from sessionrec.events.sink import BufferedSink
+from sessionrec.events.sink import BufferedSink, Message
 
 STREAM = "sessionrec:events"
 FIELD = b"event"
@@ -42,12 +40,6 @@ class RedisStreamSink(BufferedSink):
 
     def _close_backend(self) -> None:
         self._redis.close()
-
-
-@dataclass(frozen=True)
-class Message:
-    payload: bytes
-    position: object  # the source's handle for commit()
 
 
 class RedisStreamSource:

@@ -62,6 +62,14 @@ class EventSink:
         self.close()
 
 
+@dataclass(frozen=True)
+class Message:
+    """One event as a source hands it to ingest."""
+
+    payload: bytes
+    position: object  # the source's handle for commit() (a stream entry id, a (partition, offset))
+
+
 def encode(event: dict, check: bool) -> bytes:
     if check:
         validate(event)
