@@ -205,13 +205,15 @@ def ensemble_steps(cfg: ServingConfig, gpu: bool = False) -> tuple[str, ...]:
     return (FUSED,) if cfg.fused_cpu and not gpu else STEPS
 
 
-def ensemble_config(cfg: ServingConfig, version: int = -1, gpu: bool = False) -> mc.ModelConfig:
+def ensemble_config(cfg: ServingConfig, version: int = -1, gpu: bool = False, name: str = "recommend") -> mc.ModelConfig:
     """The `recommend` ensemble, every step pinned to `version` (-1 = latest, the template).
 
     Pinning makes a retrain's switch atomic: the steps load version N next to N-1, then reloading
     this config flips them all at once, so a request never mixes two versions' item numbering.
+    `name="recommend_candidate"` is the experiment's second ensemble (export/candidate.py), pinned to
+    the candidate version over the same step models.
     """
-    config = mc.ModelConfig(name="recommend", platform="ensemble", max_batch_size=cfg.max_batch_size)
+    config = mc.ModelConfig(name=name, platform="ensemble", max_batch_size=cfg.max_batch_size)
     _tensors(config.input, ENSEMBLE_INPUTS)
     _tensors(config.output, ENSEMBLE_OUTPUTS)
     config.version_policy.latest.num_versions = 1

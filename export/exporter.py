@@ -60,6 +60,7 @@ class ExportOptions:
     min_top20_agreement: float = 0.99  # gate: top-20 overlap, ONNX vs PyTorch
     quality_sessions: int = 3000  # test prefixes for the precision variants' HR@20/MRR@20
     canaries: int = 12  # real sessions replayed by `sessionrec serve` before it reports healthy
+    candidate: bool = False  # publish as the experiment's candidate (recommend_candidate), not live
     serving: ServingConfig = field(default_factory=ServingConfig)
 
 
@@ -151,6 +152,9 @@ def export_version(checkpoint: str | Path, repository: str | Path, options: Expo
     step("checkpoint + data")
 
     repo.mkdir(parents=True, exist_ok=True)
+    repo_lib.refuse_while_candidate(repo, "an export")
+    if options.candidate and repo_lib.current_version(repo) is None:
+        raise ExportError(f"{repo}: a candidate needs a live version to be compared with; export one first")
     repo_lib.clean_debris(repo)
     version = repo_lib.next_version(repo)
     staged = repo_lib.staging_dir(repo)
@@ -237,7 +241,7 @@ def export_version(checkpoint: str | Path, repository: str | Path, options: Expo
         _write_manifest(dirs, manifest)
         step("verified")
 
-        repo_lib.publish(repo, staged, version, options.serving)
+        repo_lib.publish(repo, staged, version, options.serving, candidate=options.candidate)
         pruned = repo_lib.prune(repo, options.keep_versions)
         step(f"published v{version}")
     except BaseException:

@@ -50,6 +50,18 @@ def add_parser(sub) -> None:
     analyze.add_argument("--out", required=True, help="folder for report.json, report.md, readout.png")
     analyze.set_defaults(run=run_analyze)
 
+    candidate = actions.add_parser(
+        "candidate", help="pin, promote or drop the candidate version (ensemble recommend_candidate)",
+        description="Serve version M as recommend_candidate beside the live version (--pin M), make it the live "
+                    "version (--promote) or end the experiment without it (--drop). A running `sessionrec serve` "
+                    "follows. Example: sessionrec experiment candidate --repository runs/repository --promote")
+    candidate.add_argument("--repository", required=True)
+    what = candidate.add_mutually_exclusive_group(required=True)
+    what.add_argument("--pin", type=int, metavar="M", help="serve version M as the candidate")
+    what.add_argument("--promote", action="store_true", help="the candidate becomes the live version")
+    what.add_argument("--drop", action="store_true", help="end the experiment; the candidate's folders are retired")
+    candidate.set_defaults(run=run_candidate)
+
     simulate = actions.add_parser("simulate", help="false-positive rates and power of the readout, simulated",
                                   description="A/A and A/B simulations (vectorised; seconds). "
                                               "Example: sessionrec experiment simulate --runs 4000")
@@ -82,6 +94,19 @@ def run_analyze(args) -> int:
     print(report["verdict"])
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 3 if report["srm"]["mismatch"] else 0
+
+
+def run_candidate(args) -> int:
+    from sessionrec.export.candidate import drop_candidate, pin_candidate, promote_candidate
+
+    if args.pin is not None:
+        plan = pin_candidate(args.repository, args.pin)
+        print(json.dumps({"control": plan.control, "candidate": plan.candidate, "specific_steps": plan.specific_steps}))
+    elif args.promote:
+        print(json.dumps({"promoted": promote_candidate(args.repository)}))
+    else:
+        print(json.dumps({"dropped": drop_candidate(args.repository)}))
+    return 0
 
 
 def run_simulate(args) -> int:

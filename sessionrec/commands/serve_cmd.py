@@ -31,6 +31,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--tls-key", help="server private key (PEM) for gRPC TLS")
     parser.add_argument("--watch-seconds", type=float, default=2.0, help="how often to look for a new live version (0 = never)")
     parser.add_argument("--log-file", help="tritonserver log (default: a temp file, printed at start)")
+    parser.add_argument("--candidate", type=int, metavar="M",
+                        help="also serve version M as the ensemble recommend_candidate, beside the live version on "
+                             "recommend (pinned first if it is not yet; docs/EXPERIMENTS.md)")
     parser.set_defaults(run=run)
 
 
@@ -44,8 +47,14 @@ def run(args) -> int:
         if not (args.tls_cert and args.tls_key):
             raise SystemExit("sessionrec serve: error: --tls-cert and --tls-key go together")
         tls = GrpcTLS(server_cert=args.tls_cert, server_key=args.tls_key)
+    if args.candidate is not None:
+        from sessionrec.export.candidate import pin_candidate
+
+        pinned = pin_candidate(args.repository, args.candidate)
+        print(f"sessionrec serve: candidate version {pinned.candidate} beside live version {pinned.control}"
+              + (" (steps pinned to both: not the two newest)" if pinned.specific_steps else ""), flush=True)
     server = EmbeddedServer(
-        args.repository, watch_seconds=args.watch_seconds, address=args.address, grpc_port=args.grpc_port,
+        args.repository, watch_seconds=args.watch_seconds, candidate=args.candidate is not None, address=args.address, grpc_port=args.grpc_port,
         http_port=args.http_port, metrics_port=args.metrics_port,
         response_cache_bytes=args.response_cache_mb << 20, grpc_tls=tls, log_file=args.log_file,
     )
@@ -56,6 +65,8 @@ def run(args) -> int:
     try:
         print(f"sessionrec serve: healthy, serving version {server.version}", flush=True)
         print(f"  gRPC    {server.grpc_url}   (model 'recommend')", flush=True)
+        if server.candidate_version is not None:
+            print(f"          candidate version {server.candidate_version} on model 'recommend_candidate'", flush=True)
         print(f"  HTTP    {server.http_url}", flush=True)
         print(f"  metrics {server.metrics_url}", flush=True)
         print(f"  log     {server.server.log_path}", flush=True)
