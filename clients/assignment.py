@@ -99,3 +99,52 @@ class Experiment:
         split = bucket(self.salt, "split", unit)
         inside = ramp < self.ramp_bp
         return Assignment(unit, self.arm(split) if inside else CONTROL, inside, split, ramp)
+
+
+# ----------------------------------------------------------------------------- shared state
+
+
+def save_experiment(experiment: Experiment, path, status: str = "running") -> None:
+    """Write the experiment (ramp included) atomically; clients follow it with ExperimentFile."""
+    import json
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"name": experiment.name, "salt": experiment.salt, "split_bp": experiment.split_bp,
+                               "ramp_bp": experiment.ramp_bp, "status": status}, indent=2) + "\n")
+    os.replace(tmp, path)  # readers see the old or the new file, never half of one
+
+
+def load_experiment(path) -> Experiment:
+    import json
+    from pathlib import Path
+
+    data = json.loads(Path(path).read_text())
+    return Experiment(data["name"], data["salt"], dict(data["split_bp"]), int(data["ramp_bp"]))
+
+
+class ExperimentFile:
+    """The experiment as a file that `sessionrec rollout` rewrites; `current()` re-reads it when it changed.
+
+    On a read error (the file is being replaced on a filesystem without atomic rename, or is gone) the
+    last good experiment is kept: assignment must not fail a recommendation.
+    """
+
+    def __init__(self, path):
+        from pathlib import Path
+
+        self.path = Path(path)
+        self._stamp = None
+        self._experiment = load_experiment(self.path)  # the first read must succeed: a typo is an error
+
+    def current(self) -> Experiment:
+        try:
+            stat = self.path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            if stamp != self._stamp:
+                self._experiment, self._stamp = load_experiment(self.path), stamp
+        except (OSError, ValueError, KeyError):
+            pass
+        return self._experiment

@@ -39,9 +39,15 @@ class ExperimentAnswer:
 
 
 class ExperimentClient:
-    """One RecommendClient per variant; `experiment` may be replaced (ramp changes) at any time."""
+    """One RecommendClient per variant.
 
-    def __init__(self, experiment: Experiment, clients: Mapping[str, RecommendClient], sink=None):
+    `experiment` is an Experiment, or something with `current() -> Experiment` (ExperimentFile: the
+    ramp that `sessionrec rollout` moves), read at every call.
+    """
+
+    def __init__(self, experiment, clients: Mapping[str, RecommendClient], sink=None):
+        self._source = experiment if hasattr(experiment, "current") else None
+        experiment = self._source.current() if self._source is not None else experiment
         missing = [v for v in experiment.split_bp if v not in clients]
         if missing:
             raise ValueError(f"experiment {experiment.name!r}: no client for variant(s) {missing}")
@@ -51,6 +57,8 @@ class ExperimentClient:
 
     def recommend(self, unit_id: str, session_items: Iterable[int], k: int = 20, exclude_seen: bool = False,
                   **kwargs) -> ExperimentAnswer:
+        if self._source is not None:
+            self.experiment = self._source.current()
         assignment = self.experiment.assign(unit_id)
         client = self.clients[assignment.variant]
         items = list(session_items)

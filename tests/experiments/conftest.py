@@ -48,3 +48,14 @@ def synth_events(units: int = 6000, conversion=(0.05, 0.05), ctr=(0.1, 0.1), day
 @pytest.fixture
 def events_factory():
     return synth_events
+
+
+@pytest.fixture(scope="session")
+def other_checkpoint(tmp_path_factory, sample_path):
+    """A second, different model (another size and seed): the candidate."""
+    from sessionrec.model import ModelConfig
+    from sessionrec.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("candidate-model")
+    return train(sample_path, out, ModelConfig(dim=24, max_len=16), TrainConfig(epochs=1, batch_size=50, seed=7),
+                 progress=False).best_path

@@ -20,17 +20,6 @@ from sessionrec.serving.embedded import EmbeddedServer
 pytestmark = pytest.mark.server
 
 
-@pytest.fixture(scope="module")
-def other_checkpoint(tmp_path_factory, sample_path):
-    """A second, different model (another size and seed): the candidate."""
-    from sessionrec.model import ModelConfig
-    from sessionrec.train import TrainConfig, train
-
-    out = tmp_path_factory.mktemp("candidate-model")
-    return train(sample_path, out, ModelConfig(dim=24, max_len=16), TrainConfig(epochs=1, batch_size=50, seed=7),
-                 progress=False).best_path
-
-
 class Sink:
     def __init__(self):
         self.events = []
