@@ -27,6 +27,10 @@ def add_parser(sub) -> None:
     parser.add_argument("--latency-slack-ms", type=float, default=2.0)
     parser.add_argument("--max-latency-ms", type=float)
     parser.add_argument("--min-requests", type=int, default=20, help="candidate requests an interval needs for a verdict")
+    parser.add_argument("--control-match", default='model="recommend"',
+                        help="PromQL label matchers of control's series (two-Deployment mode: 'track=\"stable\"')")
+    parser.add_argument("--candidate-match", default='model="recommend_candidate"',
+                        help="... of the candidate's (two-Deployment mode: 'track=\"candidate\"')")
     parser.add_argument("--json", help="write every interval's figures here")
     parser.set_defaults(run=run)
 
@@ -48,7 +52,8 @@ def run(args) -> int:
     bounds = Bounds(max_error_rate=args.max_error_rate, max_latency_ratio=args.max_latency_ratio,
                     latency_slack_ms=args.latency_slack_ms, max_latency_ms=args.max_latency_ms,
                     min_requests=args.min_requests)
-    config = RolloutConfig(steps, args.interval, args.good_intervals, bounds=bounds)
+    config = RolloutConfig(steps, args.interval, args.good_intervals, bounds=bounds,
+                           control_match=args.control_match, candidate_match=args.candidate_match)
     result = rollout(args.prometheus, path, config, repository=args.repository, log=lambda line: print(line, flush=True))
     if args.json:
         Path(args.json).write_text(json.dumps(result.as_dict(), indent=2) + "\n")

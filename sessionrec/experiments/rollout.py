@@ -8,9 +8,12 @@ Each step writes the experiment's ramp (clients/assignment.py ExperimentFile: ev
 waits one interval, then reads from Prometheus, per ensemble (`model="recommend"` is control,
 `model="recommend_candidate"` the candidate; both in the same pods, so both see the same hardware):
 
-    requests  increase(nv_inference_request_success{model=M}[I]) + increase(nv_inference_request_failure{model=M}[I])
-    errors    increase(nv_inference_request_failure{model=M}[I]) / requests
-    latency   increase(nv_inference_request_duration_us{model=M}[I]) / requests   (mean, microseconds)
+    requests  increase(nv_inference_request_success{M}[I]) + increase(nv_inference_request_failure{M}[I])
+    errors    increase(nv_inference_request_failure{M}[I]) / requests
+    latency   increase(nv_inference_request_duration_us{M}[I]) / requests   (mean, microseconds)
+
+where M picks a variant's series: `model="recommend"` / `model="recommend_candidate"` in-pod (the
+default), or `track="stable"` / `track="candidate"` in the chart's two-Deployment mode.
 
 The interval is judged *bad* when the candidate's error rate is above `max_error_rate` and above
 control's by `max_error_excess`, or its mean latency is above control's x `max_latency_ratio` +
@@ -38,6 +41,9 @@ from sessionrec.clients.assignment import load_experiment, save_experiment
 from sessionrec.errors import SessionrecError
 
 CONTROL_MODEL, CANDIDATE_MODEL = "recommend", "recommend_candidate"
+# Label matchers that pick each variant's series. In-pod mode (the default) the ensemble names them;
+# in the chart's two-Deployment mode the `track` label does (both serve model="recommend").
+CONTROL_MATCH, CANDIDATE_MATCH = f'model="{CONTROL_MODEL}"', f'model="{CANDIDATE_MODEL}"'
 
 
 class RolloutError(SessionrecError):
@@ -61,6 +67,8 @@ class RolloutConfig:
     good_intervals: int = 1  # good intervals needed before the next step
     max_quiet_intervals: int = 5  # intervals with too little traffic before giving up
     bounds: Bounds = field(default_factory=Bounds)
+    control_match: str = CONTROL_MATCH  # PromQL label matchers of control's series
+    candidate_match: str = CANDIDATE_MATCH  # ... and of the candidate's (e.g. 'track="candidate",model="recommend"')
 
 
 @dataclass(frozen=True)
@@ -128,9 +136,10 @@ class Prometheus:
         result = body.get("data", {}).get("result", [])
         return float(result[0]["value"][1]) if result else None
 
-    def window(self, model: str, seconds: float) -> VariantWindow:
+    def window(self, match: str, seconds: float) -> VariantWindow:
+        """One variant's requests, errors and mean latency over the last `seconds`; `match`: label matchers."""
         w = f"{max(int(round(seconds)), 1)}s"
-        label = f'{{model="{model}"}}'
+        label = "{" + match + "}"
         ok = self.scalar(f"sum(increase(nv_inference_request_success{label}[{w}]))") or 0.0
         failed = self.scalar(f"sum(increase(nv_inference_request_failure{label}[{w}]))") or 0.0
         duration = self.scalar(f"sum(increase(nv_inference_request_duration_us{label}[{w}]))")
@@ -164,8 +173,8 @@ def rollout(prometheus_url: str, experiment_path: str | Path, config: RolloutCon
         good = 0
         while good < config.good_intervals:
             sleep(config.interval_s)
-            control = prometheus.window(CONTROL_MODEL, config.interval_s)
-            candidate = prometheus.window(CANDIDATE_MODEL, config.interval_s)
+            control = prometheus.window(config.control_match, config.interval_s)
+            candidate = prometheus.window(config.candidate_match, config.interval_s)
             verdict, reason = judge(control, candidate, config.bounds)
             intervals.append(Interval(len(intervals) + 1, ramp, control, candidate, verdict, reason))
             log(f"interval {len(intervals)} at {ramp} bp: {verdict}: {reason}")

@@ -42,13 +42,17 @@ def free_port() -> int:
 
 
 class PrometheusProcess:
-    def __init__(self, folder, target: str):
+    def __init__(self, folder, target: str, tracks: dict[str, str] | None = None):
         binary = shutil.which("prometheus")
         if binary is None:
             pytest.fail("prometheus is not installed: scripts/setup.sh installs the Debian package")
         config = folder / "prometheus.yml"
+        if tracks:  # two-Deployment mode: each server's series carry its track, as the chart's relabeling does
+            statics = ", ".join(f"{{targets: ['{t}'], labels: {{track: {name}}}}}" for name, t in tracks.items())
+        else:
+            statics = f"{{targets: ['{target}']}}"
         config.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-                          f"scrape_configs: [{{job_name: triton, static_configs: [{{targets: ['{target}']}}]}}]\n")
+                          f"scrape_configs: [{{job_name: triton, static_configs: [{statics}]}}]\n")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={folder / 'tsdb'}",
@@ -76,17 +80,20 @@ class PrometheusProcess:
 class Load:
     """Guests through ExperimentClient, following the experiment file; bounded by stop()."""
 
-    def __init__(self, server, experiment_file, sessions, users: int = 4):
+    def __init__(self, server, experiment_file, sessions, users: int = 4, candidate_server=None):
         self.records: list[tuple[float, str, bool, str]] = []  # (sent at, variant, ok, model_version)
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._user, args=(server, experiment_file, sessions, i), daemon=True)
-                         for i in range(users)]
+        self._threads = [threading.Thread(target=self._user, args=(server, candidate_server, experiment_file,
+                                                                   sessions, i), daemon=True) for i in range(users)]
 
-    def _user(self, server, experiment_file, sessions, seed) -> None:
+    def _user(self, server, candidate_server, experiment_file, sessions, seed) -> None:
         rng = random.Random(seed)
-        clients = {"control": RecommendClient(server.grpc_url, retry=NO_RETRY),
-                   "candidate": RecommendClient(server.grpc_url, retry=NO_RETRY, model="recommend_candidate")}
+        if candidate_server is None:  # in-pod mode: one server, two ensembles
+            candidate = RecommendClient(server.grpc_url, retry=NO_RETRY, model="recommend_candidate")
+        else:  # two-Deployment mode: another server's `recommend`
+            candidate = RecommendClient(candidate_server.grpc_url, retry=NO_RETRY)
+        clients = {"control": RecommendClient(server.grpc_url, retry=NO_RETRY), "candidate": candidate}
         with ExperimentClient(ExperimentFile(experiment_file), clients) as client:
             while not self._stop.is_set():
                 unit = f"guest-{rng.randrange(100_000)}"
@@ -214,3 +221,41 @@ def test_a_good_candidate_is_promoted_and_served_to_everybody(fresh_repository, 
 def _create(path):
     save_experiment(Experiment("canary-good", salt="canary-good-salt", ramp_bp=0), path)
     return path
+
+
+def test_two_deployment_mode_rolls_back_on_the_track_label(fresh_repository, exported_repository, sample_path,
+                                                           other_checkpoint, sessions, tmp_path):
+    """The chart's two-Deployment mode: two servers (releases), both serving `recommend`, told apart by track."""
+    candidate_repo = tmp_path / "candidate-repository"
+    shutil.copytree(exported_repository, candidate_repo)
+    bad = export_version(other_checkpoint, candidate_repo, ExportOptions(data=str(sample_path)), progress=False).version
+    experiment_file = tmp_path / "experiment.json"
+    save_experiment(Experiment("two-releases", salt="two-releases-salt", ramp_bp=0), experiment_file)
+    stable = EmbeddedServer(fresh_repository, watch_seconds=0, log_file=tmp_path / "stable.log").start()
+    candidate = None
+    prometheus = None
+    try:
+        candidate = EmbeddedServer(candidate_repo, watch_seconds=0, log_file=tmp_path / "candidate.log").start()
+        kill_version_stub(candidate.server.pid, bad)
+        hostport = lambda s: s.metrics_url.split("//")[-1].split("/")[0]  # noqa: E731
+        prometheus = PrometheusProcess(tmp_path, "", tracks={"stable": hostport(stable),
+                                                             "candidate": hostport(candidate)})
+        prometheus.wait_scraping()
+        with Load(stable, experiment_file, sessions, candidate_server=candidate) as load:
+            config = RolloutConfig(STEPS, INTERVAL_S, bounds=Bounds(min_requests=10),
+                                   control_match='track="stable",model="recommend"',
+                                   candidate_match='track="candidate",model="recommend"')
+            result = rollout(prometheus.url, experiment_file, config)
+            rolled_back_at = time.monotonic()
+            time.sleep(2.0)
+        judged = [i for i in result.intervals if i.verdict != "quiet"]
+        assert result.outcome == "rolled_back" and len(judged) == 1 and judged[0].ramp_bp == STEPS[0]
+        assert judged[0].candidate.error_rate > 0.9 and judged[0].control.error_rate == 0
+        after = load.since(rolled_back_at + 0.5)
+        assert after and all(variant == "control" and ok for _, variant, ok, _ in after)
+    finally:
+        if prometheus is not None:
+            prometheus.stop()
+        if candidate is not None:
+            candidate.stop()
+        stable.stop()

@@ -41,9 +41,9 @@ class Scripted:
     def __call__(self, url):
         return self
 
-    def window(self, model, seconds):
+    def window(self, match, seconds):
         control, candidate = self.windows[0]
-        if model == ro.CANDIDATE_MODEL:
+        if match == ro.CANDIDATE_MATCH:
             self.windows.pop(0)
             return candidate
         return control

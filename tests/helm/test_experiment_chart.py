@@ -54,3 +54,33 @@ def test_without_a_candidate_nothing_changes(helm, tmp_path):
 def test_the_schema_refuses_a_non_numeric_candidate(helm):
     result = helm.template(CPU, set_values=("experiment.candidateVersion=latest",), check=False)
     assert result.returncode != 0 and "candidateVersion" in result.stderr
+
+
+HPA = CHART / "ci" / "hpa-values.yaml"  # a scenario with the Prometheus-operator monitor on
+
+
+def test_two_deployment_mode_labels_pods_and_series_with_the_track(helm):
+    stable = helm.render(HPA, set_values=("experiment.track=stable",))
+    labels = one(stable, "Deployment", FULLNAME)["spec"]["template"]["metadata"]["labels"]
+    selector = one(stable, "Deployment", FULLNAME)["spec"]["selector"]["matchLabels"]
+    assert labels["sessionrec.io/track"] == "stable" and "sessionrec.io/track" not in selector
+    monitor = next(d for d in stable if d["kind"] in ("ServiceMonitor", "PodMonitor"))
+    endpoint = (monitor["spec"].get("endpoints") or monitor["spec"]["podMetricsEndpoints"])[0]
+    assert {"sourceLabels": ["__meta_kubernetes_pod_label_sessionrec_io_track"], "targetLabel": "track"} \
+        in endpoint["relabelings"]
+    # the candidate is a second release: its own names and selector, so the Deployments never overlap
+    args = ["template", "recs-candidate", str(CHART), "--namespace", "recs-prod", "--kube-version", "1.34.0",
+            "--values", str(HPA), "--set", "experiment.track=candidate", "--set", "model.version=4"]
+    from tests.helm.conftest import parse
+
+    candidate = parse(helm.run(*args).stdout)
+    deployment = one(candidate, "Deployment", "recs-candidate-sessionrec")
+    assert deployment["spec"]["template"]["metadata"]["labels"]["sessionrec.io/track"] == "candidate"
+    assert deployment["spec"]["selector"]["matchLabels"] != selector
+    names = {d["metadata"]["name"] for d in candidate if d["kind"] == "Service"}
+    assert "recs-candidate-sessionrec-headless" in names
+
+
+def test_the_schema_refuses_an_unknown_track(helm):
+    result = helm.template(CPU, set_values=("experiment.track=canary",), check=False)
+    assert result.returncode != 0 and "track" in result.stderr
