@@ -54,6 +54,7 @@ class ExperimentClient:
         self.experiment = experiment
         self.clients = dict(clients)
         self.sink = sink  # anything with emit(event: dict) -> bool; None logs nothing
+        self.log_failures = 0  # emits that raised (sessionrec's sinks never do; a custom one might)
 
     def recommend(self, unit_id: str, session_items: Iterable[int], k: int = 20, exclude_seen: bool = False,
                   **kwargs) -> ExperimentAnswer:
@@ -66,10 +67,16 @@ class ExperimentClient:
         answer = ExperimentAnswer(uuid.uuid4().hex, assignment.unit_id, assignment.variant, assignment.in_experiment,
                                   client.model, rec.model_version, rec)
         if self.sink is not None:
-            from sessionrec.events.schema import exposure_event
-
-            self.sink.emit(exposure_event(self.experiment.name, answer, session_items=items, timestamp=time.time()))
+            self._log(answer, items)
         return answer
+
+    def _log(self, answer: ExperimentAnswer, items: list) -> None:
+        from sessionrec.events.schema import exposure_event
+
+        try:
+            self.sink.emit(exposure_event(self.experiment.name, answer, session_items=items, timestamp=time.time()))
+        except Exception:  # noqa: BLE001 - a broken sink must not fail the recommendation it logs
+            self.log_failures += 1
 
     def close(self) -> None:
         for client in self.clients.values():
