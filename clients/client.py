@@ -44,6 +44,7 @@ class Recommendation:
     scores: list[float]  # session vector . item vector (popularity share when `fallback`)
     unknown_count: int  # input ids not in the catalogue (dropped before encoding)
     fallback: bool  # no input id was known: popular items answered
+    model_version: str = ""  # the ensemble version that answered (Triton's ModelInferResponse.model_version)
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -101,7 +102,17 @@ def parse_result(result, rows: int, k: int, where: str) -> list[Recommendation]:
     fallback = arrays["FALLBACK"].reshape(-1)
     if unknown.size != rows or fallback.size != rows:
         raise BadResponse(f"{where}: UNKNOWN_COUNT/FALLBACK have {unknown.size}/{fallback.size} values for {rows} sessions")
-    return [Recommendation(ids[r].tolist(), scores[r].tolist(), int(unknown[r]), bool(fallback[r])) for r in range(rows)]
+    version = _answered_version(result)
+    return [Recommendation(ids[r].tolist(), scores[r].tolist(), int(unknown[r]), bool(fallback[r]), version)
+            for r in range(rows)]
+
+
+def _answered_version(result) -> str:
+    """The version Triton says answered (an experiment logs it with every exposure); "" if not told."""
+    try:
+        return str(result.get_response().model_version or "")
+    except AttributeError:  # a result object without the protobuf response
+        return ""
 
 
 def batch_plan(sessions: Sequence[np.ndarray], max_batch: int) -> list[list[int]]:

@@ -309,6 +309,8 @@ def ensemble_config(cfg: ServingConfig, version: int = -1, gpu: bool = False, na
     Pinning makes a retrain's switch atomic: the steps load version N next to N-1, then reloading
     this config flips them all at once, so a request never mixes two versions' item numbering.
     `recommend_session` is the same steps behind `session_history`, whose HISTORY feeds their ITEMS.
+    `name="recommend_candidate"` is the experiment's second ensemble (export/candidate.py), pinned to
+    the candidate version over the same step models.
     """
     session = name == SESSION_ENSEMBLE
     config = mc.ModelConfig(name=name, platform="ensemble", max_batch_size=cfg.max_batch_size)

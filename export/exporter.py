@@ -63,6 +63,7 @@ class ExportOptions:
     canaries: int = 12  # real sessions replayed by `sessionrec serve` before it reports healthy
     one_click_k: int = 20  # the one-click answer table's K (sessionrec.serving.one_click); 0 = no table
     one_click_max_items: int = 200_000  # larger catalogues get no table (one request per item to build it)
+    candidate: bool = False  # publish as the experiment's candidate (recommend_candidate), not live
     serving: ServingConfig = field(default_factory=ServingConfig)
 
 
@@ -221,6 +222,9 @@ def export_spec(spec: EncoderSpec, repository: str | Path, options: ExportOption
     step("model + data")
 
     repo.mkdir(parents=True, exist_ok=True)
+    repo_lib.refuse_while_candidate(repo, "an export")
+    if options.candidate and repo_lib.current_version(repo) is None:
+        raise ExportError(f"{repo}: a candidate needs a live version to be compared with; export one first")
     repo_lib.clean_debris(repo)
     version = repo_lib.next_version(repo)
     staged = repo_lib.staging_dir(repo)
@@ -319,7 +323,7 @@ def export_spec(spec: EncoderSpec, repository: str | Path, options: ExportOption
         _write_manifest(dirs, manifest)
         step("verified")
 
-        repo_lib.publish(repo, staged, version, options.serving)
+        repo_lib.publish(repo, staged, version, options.serving, candidate=options.candidate)
         pruned = repo_lib.prune(repo, options.keep_versions)
         step(f"published v{version}")
     except BaseException:

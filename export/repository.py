@@ -20,10 +20,11 @@ import uuid
 from pathlib import Path
 
 from sessionrec.errors import SessionrecError
-from sessionrec.export.configs import ENSEMBLES, MODELS, SESSION_ENSEMBLE, VERSIONED, ServingConfig, all_configs, warmup_files
+from sessionrec.export.configs import ENSEMBLES, MODELS, SESSION_ENSEMBLE, VERSIONED, ServingConfig, all_configs, ensemble_config, render, warmup_files
 from sessionrec.serving.artifacts import read_manifest
 
 CHECKED_IN = Path(__file__).resolve().parent.parent / "model_repository"
+CANDIDATE = "recommend_candidate"  # the experiment's second ensemble (export/candidate.py)
 
 
 class RepositoryError(SessionrecError):
@@ -56,6 +57,30 @@ def current_version(repo: Path) -> int | None:
     return live[-1] if live else None
 
 
+def candidate_version(repo: Path) -> int | None:
+    """The version `recommend_candidate` is pinned to, or None when no experiment runs."""
+    pinned = versions(repo, CANDIDATE)
+    return pinned[-1] if pinned and (Path(repo) / CANDIDATE / "config.pbtxt").is_file() else None
+
+
+def refuse_while_candidate(repo: Path, action: str) -> None:
+    candidate = candidate_version(repo)
+    if candidate is not None:
+        raise RepositoryError(
+            f"{repo}: version {candidate} is pinned as the experiment's candidate; {action} would change the step "
+            "versions loaded under it. End the experiment first: sessionrec experiment candidate --promote or --drop")
+
+
+def write_candidate_config(repo: Path, cfg: ServingConfig, version: int) -> None:
+    """recommend_candidate/config.pbtxt and configs/gpu.pbtxt, every step pinned to `version`."""
+    for rel, gpu in (("config.pbtxt", False), ("configs/gpu.pbtxt", True)):
+        path = Path(repo) / CANDIDATE / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(render(ensemble_config(cfg, version, gpu=gpu, name=CANDIDATE)))
+        os.replace(tmp, path)
+
+
 def retired_dir(repo: Path) -> Path:
     return Path(repo).parent / f".{Path(repo).name}.retired"
 
@@ -74,11 +99,12 @@ def clean_debris(repo: Path) -> list[Path]:
     """Clear step folders of versions that are not live: an interrupted publish (removed), or a
     rolled-back version whose steps were left in place (moved to the retired folder)."""
     live = set(live_versions(repo))
+    candidate = candidate_version(repo)  # not live (no recommend/<N>) but served: not debris
     retired = retired_dir(repo)
     removed = []
     for model in MODELS:
         for v in versions(repo, model):
-            if v not in live and v > max(live, default=0):
+            if v not in live and v > max(live, default=0) and v != candidate:
                 source = repo / model / str(v)
                 if (retired / str(v)).is_dir():
                     target = retired / str(v) / model
@@ -126,8 +152,12 @@ def copy_model_code(version_root: Path, model: str) -> None:
         shutil.copy2(source, version_root / "model.py")
 
 
-def publish(repo: Path, staged: Path, version: int, cfg: ServingConfig) -> None:
-    """Move a verified staged version into the repository; the ensemble switch comes last."""
+def publish(repo: Path, staged: Path, version: int, cfg: ServingConfig, candidate: bool = False) -> None:
+    """Move a verified staged version into the repository; the ensemble switch comes last.
+
+    `candidate`: the version goes to `recommend_candidate` (pinned to it) instead of `recommend`, so it
+    is not live: `recommend` keeps serving the current version and only experiment traffic sees it.
+    """
     repo = Path(repo)
     repo.mkdir(parents=True, exist_ok=True)
     write_configs(repo, cfg, version=current_version(repo) or version, only=VERSIONED)
@@ -139,8 +169,14 @@ def publish(repo: Path, staged: Path, version: int, cfg: ServingConfig) -> None:
     if (staged / SESSION_ENSEMBLE / str(version)).is_dir():  # before `recommend`, whose folder marks N live
         (repo / SESSION_ENSEMBLE).mkdir(exist_ok=True)
         os.replace(staged / SESSION_ENSEMBLE / str(version), repo / SESSION_ENSEMBLE / str(version))
-    write_configs(repo, cfg, version=version, only=ENSEMBLES)
-    os.replace(staged / "recommend" / str(version), repo / "recommend" / str(version))
+    if candidate:
+        # recommend_session's config stays pinned to the live version: the experiment is on `recommend`
+        # (its folder waits for a promotion, export/candidate.py).
+        write_candidate_config(repo, cfg, version)
+        os.replace(staged / "recommend" / str(version), repo / CANDIDATE / str(version))
+    else:
+        write_configs(repo, cfg, version=version, only=ENSEMBLES)
+        os.replace(staged / "recommend" / str(version), repo / "recommend" / str(version))
     shutil.rmtree(staged, ignore_errors=True)
 
 
@@ -164,6 +200,7 @@ def rollback(repo: Path, cfg: ServingConfig | None = None) -> tuple[int, int]:
     Returns (retired, now live).
     """
     repo = Path(repo)
+    refuse_while_candidate(repo, "a rollback")
     live = live_versions(repo)
     if len(live) < 2:
         raise RepositoryError(f"{repo}: no previous version to roll back to (live versions: {live or 'none'})")

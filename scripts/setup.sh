@@ -20,7 +20,8 @@ fi
 
 # Debian packages used by tests: a real Prometheus (autoscaling-metric test), curl (the chart's
 # liveness probe, run against the real server) and redis-server (the guest session history of
-# recommend_session; its tests start their own on a free loopback port, the packaged service is not used).
+# recommend_session and the Redis Streams event tests; tests start their own on a free loopback port,
+# the packaged service is not used).
 if [ "${SESSIONREC_SKIP_APT:-0}" != 1 ] && ! { command -v prometheus && command -v curl && command -v redis-server; } >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus curl redis-server >/dev/null) \

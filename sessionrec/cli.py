@@ -11,6 +11,9 @@
     sessionrec click SESSION ITEM ...        one click; the server keeps the session (Redis)
     sessionrec loadtest --repository DIR     Locust run with an SLA check
     sessionrec demo                          all of the above on the bundled sample
+    sessionrec experiment analyze EVENTS     A/B readout: SRM gate, z-test, delta method, mSPRT
+    sessionrec ingest --redis URL --out DIR  events -> click log for the next retrain
+    sessionrec rollout --prometheus URL ...  canary: ramp the candidate, roll back or promote
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ COMMANDS = [
     "sessionrec.commands.click_cmd",
     "sessionrec.commands.loadtest_cmd",
     "sessionrec.commands.demo_cmd",
+    "sessionrec.commands.experiment_cmd",
+    "sessionrec.commands.ingest_cmd",
+    "sessionrec.commands.rollout_cmd",
 ]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2

@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--keep-versions", type=int, default=3, help="live versions kept on disk (default 3)")
     parser.add_argument("--max-k", type=int, default=1000, help="largest K a request may ask for (default 1000)")
     parser.add_argument("--response-cache", action="store_true", help="enable Triton's response cache on the ensemble")
+    parser.add_argument("--candidate", action="store_true",
+                        help="publish as the experiment's candidate (ensemble recommend_candidate) next to the live "
+                             "version, instead of switching to it (docs/EXPERIMENTS.md)")
     parser.add_argument("--quiet", action="store_true")
     parser.set_defaults(run=run)
 
@@ -51,12 +54,13 @@ def run(args) -> int:
     from sessionrec.export.exporter import ExportOptions, export_version
 
     options = ExportOptions(data=args.data, precision=args.precision, index=args.index,
-                            keep_versions=args.keep_versions, max_k=args.max_k,
+                            keep_versions=args.keep_versions, max_k=args.max_k, candidate=args.candidate,
                             serving=ServingConfig(response_cache=args.response_cache))
     result = export_version(args.checkpoint, args.repository, options, progress=not args.quiet)
     m = result.manifest
     summary = {
         "version": result.version,
+        "candidate": args.candidate,
         "repository": str(result.repository),
         "parity": {k: m["parity"][k] for k in ("max_abs_diff", "top20_agreement", "sessions")},
         "index": {k: m["index"][k] for k in ("kind", "recall_at_20", "build_seconds")},

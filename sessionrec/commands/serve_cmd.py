@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--redis", help="serve recommend_session with the guest history in this Redis: a redis:// "
                                         "(or rediss://) URL, or 'local' for a throwaway redis-server on 127.0.0.1 "
                                         "(default: $SESSIONREC_REDIS_URL; unset = recommend only)")
+    parser.add_argument("--candidate", type=int, metavar="M",
+                        help="also serve version M as the ensemble recommend_candidate, beside the live version on "
+                             "recommend (pinned first if it is not yet; docs/EXPERIMENTS.md)")
     parser.set_defaults(run=run)
 
 
@@ -56,8 +59,14 @@ def run(args) -> int:
         environment["SESSIONREC_REDIS_URL"] = local_redis.url
     elif args.redis:
         environment["SESSIONREC_REDIS_URL"] = args.redis
+    if args.candidate is not None:
+        from sessionrec.export.candidate import pin_candidate
+
+        pinned = pin_candidate(args.repository, args.candidate)
+        print(f"sessionrec serve: candidate version {pinned.candidate} beside live version {pinned.control}"
+              + (" (steps pinned to both: not the two newest)" if pinned.specific_steps else ""), flush=True)
     server = EmbeddedServer(
-        args.repository, watch_seconds=args.watch_seconds, address=args.address, grpc_port=args.grpc_port,
+        args.repository, watch_seconds=args.watch_seconds, candidate=args.candidate is not None, address=args.address, grpc_port=args.grpc_port,
         http_port=args.http_port, metrics_port=args.metrics_port,
         response_cache_bytes=args.response_cache_mb << 20, grpc_tls=tls, log_file=args.log_file,
         environment=environment,
@@ -77,6 +86,8 @@ def run(args) -> int:
         print(f"  gRPC    {server.grpc_url}   (models {models})", flush=True)
         if local_redis is not None:
             print(f"  redis   {local_redis.url}   (throwaway, in memory)", flush=True)
+        if server.candidate_version is not None:
+            print(f"          candidate version {server.candidate_version} on model 'recommend_candidate'", flush=True)
         print(f"  HTTP    {server.http_url}", flush=True)
         print(f"  metrics {server.metrics_url}", flush=True)
         print(f"  log     {server.server.log_path}", flush=True)

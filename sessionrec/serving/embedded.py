@@ -24,7 +24,7 @@ import numpy as np
 
 from sessionrec.errors import SessionrecError
 from sessionrec.export.configs import HISTORY, SESSION_ENSEMBLE, VERSIONED, parse
-from sessionrec.export.repository import current_version, live_versions
+from sessionrec.export.repository import CANDIDATE, candidate_version, current_version, live_versions
 from sessionrec.serving.artifacts import read_manifest
 from sessionrec.serving.launcher import TritonServer
 
@@ -66,12 +66,12 @@ def infer_recommend(client, items, k: int, exclude_seen: bool, model: str = "rec
     return client.infer(model, inputs, client_timeout=timeout)
 
 
-def replay_canaries(client, manifest: dict) -> CanaryReport:
+def replay_canaries(client, manifest: dict, model: str = "recommend") -> CanaryReport:
     failures = []
     canaries = manifest.get("canaries", [])
     for i, canary in enumerate(canaries):
         try:
-            result = infer_recommend(client, canary["items"], canary["k"], canary["exclude_seen"])
+            result = infer_recommend(client, canary["items"], canary["k"], canary["exclude_seen"], model=model)
         except Exception as exc:  # noqa: BLE001 - any failure to answer is a canary failure
             failures.append(f"canary {i}: request failed: {exc}")
             continue
@@ -148,10 +148,15 @@ class EmbeddedServer:
     """tritonserver + canary gate + version watcher. Use as a context manager or start()/stop()."""
 
     def __init__(self, repository: str | Path, watch_seconds: float = 2.0, session_history: bool | None = None,
-                 **server_kwargs):
+                 candidate: bool = False, **server_kwargs):
         self.repository = Path(repository).resolve()
         if current_version(self.repository) is None:
             raise SessionrecError(f"{self.repository}: no live model version (run `sessionrec export` first)")
+        # An experiment: recommend_candidate (export/candidate.py) loads beside recommend, over the same steps.
+        self.candidate_version = candidate_version(self.repository) if candidate else None
+        if candidate and self.candidate_version is None:
+            raise SessionrecError(f"{self.repository}: no candidate pinned (sessionrec export --candidate, or "
+                                  "sessionrec serve --candidate M)")
         # The models load at launch: tritonserver opens its ports only once they are ready, so a client
         # retrying UNAVAILABLE across a restart never meets "Request for unknown model: 'recommend' is
         # not found" (not retryable: it also means a typo) while the ensemble is still loading.
@@ -164,7 +169,8 @@ class EmbeddedServer:
             environment = {**os.environ, **(server_kwargs.get("environment") or {})}
             session_history = bool(environment.get(REDIS_URL_ENV))
         self.session_models = session_models_on_disk(self.repository) if session_history else ()
-        self.server = TritonServer(self.repository, models=[*self.steps, "recommend", *self.session_models],
+        ensembles = ["recommend", CANDIDATE] if self.candidate_version is not None else ["recommend"]
+        self.server = TritonServer(self.repository, models=[*self.steps, *ensembles, *self.session_models],
                                    **server_kwargs)
         self.watch_seconds = watch_seconds
         self.version: int | None = None
@@ -175,7 +181,8 @@ class EmbeddedServer:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, timeout: float = 120.0) -> "EmbeddedServer":
-        _precompile_model_code(self.repository, live_versions(self.repository), self.server.venv_python)
+        served = live_versions(self.repository) + ([self.candidate_version] if self.candidate_version else [])
+        _precompile_model_code(self.repository, served, self.server.venv_python)
         self.server.start(timeout=timeout, require_models=True)
         try:
             version = current_version(self.repository)
@@ -187,6 +194,8 @@ class EmbeddedServer:
                 )
             self.version = version
             self.events.append(f"serving version {version} ({report.checked} canaries ok)")
+            if self.candidate_version is not None:
+                self._check_candidate()
         except BaseException:
             self.server.stop()
             raise
@@ -218,6 +227,26 @@ class EmbeddedServer:
     @property
     def metrics_url(self) -> str:
         return self.server.metrics_url
+
+    # -- the experiment's candidate --------------------------------------------------------------
+    def _check_candidate(self) -> None:
+        version = self.candidate_version
+        manifest = read_manifest(self.repository / CANDIDATE / str(version))
+        report = replay_canaries(self.server.client(), manifest, model=CANDIDATE)
+        if not report.ok:
+            raise CanaryMismatch(f"candidate version {version} answers differ from its export-time canaries "
+                                 f"({len(report.failures)} of {report.checked}): {report.failures[0]}")
+        self.events.append(f"candidate version {version} on {CANDIDATE} ({report.checked} canaries ok)")
+
+    def sync_candidate(self) -> bool:
+        """Unload recommend_candidate once the experiment ended on disk (promoted or dropped)."""
+        with self._lock:
+            if self.candidate_version is None or candidate_version(self.repository) == self.candidate_version:
+                return False
+            self.server.unload_model(CANDIDATE)
+            self.events.append(f"candidate version {self.candidate_version} unloaded (experiment ended)")
+            self.candidate_version = None
+            return True
 
     # -- version switching ---------------------------------------------------------------------
     def sync(self) -> bool:
@@ -325,6 +354,7 @@ class EmbeddedServer:
         while not self._stop.wait(self.watch_seconds):
             try:
                 self.sync()
+                self.sync_candidate()
                 self.heal()
             except Exception as exc:  # noqa: BLE001 - the watcher must never die
                 log.error("watcher: %s", exc)

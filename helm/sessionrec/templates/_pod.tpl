@@ -153,11 +153,17 @@ if [ -n "${live}" ]; then
       name=$(basename "${version}")
       case "${name}" in *[!0-9]*) continue ;; esac
       numbered=1
-      if [ "${name}" != "${live}" ]; then
+      if [ "${name}" != "${live}" ] && [ "${name}" != "${CANDIDATE_VERSION:-}" ]; then
         rm -rf "${version}"
         echo "dropped $(basename "${model}")/${name} (serving version ${live})"
       fi
     done
+    if [ -n "${CANDIDATE_VERSION:-}" ] && [ "${numbered}" = 1 ] && [ "$(basename "${model}")" != "${ENSEMBLE}" ] \
+        && [ ! -d "${model}/${CANDIDATE_VERSION}" ]; then
+      fail "$(basename "${model}") has no candidate version ${CANDIDATE_VERSION} under ${SOURCE_URI}: publish it with sessionrec export --candidate"
+    fi
+    # the experiment's ensemble holds the candidate's version only (kept or dropped below)
+    if [ "$(basename "${model}")" = recommend_candidate ]; then continue; fi
     if [ "${numbered}" = 1 ] && [ ! -d "${model}/${live}" ]; then
       fail "$(basename "${model}") has no version ${live} under ${SOURCE_URI}: the export is incomplete"
     fi
@@ -193,7 +199,8 @@ if [ -n "${SESSION_ENSEMBLE:-}" ]; then
 fi
 for model in "${REPOSITORY}"/*/; do
   name=$(basename "${model%/}")
-  if [ "${name}" != "${ENSEMBLE}" ] && ! printf '%s\n' "${steps}" | grep -qx "${name}"; then
+  if [ "${name}" != "${ENSEMBLE}" ] && [ "${name}" != "${CANDIDATE_ENSEMBLE:-}" ] \
+      && ! printf '%s\n' "${steps}" | grep -qx "${name}"; then
     if printf '%s\n' "${steps}" | grep -qx session_recommender; then
       # The fused step reads these folders' artifacts: keep each version inside the fused step's
       # version folder (<N>/steps/<step>/<N>), where Triton does not load them as models.
@@ -397,6 +404,13 @@ TensorRT plan build on the node's own GPU.
       value: {{ ternary "recommend_session" "" .Values.redis.enabled | quote }}
     - name: CONFIG_NAME
       value: {{ include "sessionrec.modelConfigName" . | quote }}
+    {{- with .Values.experiment.candidateVersion | toString }}
+    # The experiment's candidate (docs/EXPERIMENTS.md): its version and ensemble are kept as well.
+    - name: CANDIDATE_VERSION
+      value: {{ . | quote }}
+    - name: CANDIDATE_ENSEMBLE
+      value: recommend_candidate
+    {{- end }}
     {{- if .Values.engineBuild.enabled }}
     # build-engine writes ENGINE_MODEL's configs/tensorrt.pbtxt; the others serve their gpu config.
     - name: CONFIG_FALLBACK
