@@ -26,6 +26,7 @@ import sys
 COMMANDS = [
     "sessionrec.commands.train_cmd",
     "sessionrec.commands.tune_cmd",
+    "sessionrec.commands.ensemble_cmd",
     "sessionrec.commands.evaluate_cmd",
     "sessionrec.commands.export_cmd",
     "sessionrec.commands.byo_cmd",

@@ -18,7 +18,7 @@ def model_topk(model, sessions: list[list[int]], k: int = K_MAX, batch_size: int
     model.eval()
     out = []
     for start in range(0, len(sessions), batch_size):
-        device = model.embedding.weight.device  # CPU, or the GPU a torchrun rank trains on
+        device = next(model.parameters()).device  # CPU, or the GPU a torchrun rank trains on
         inputs = [t.to(device) for t in model_inputs(model, sessions[start : start + batch_size], pad_to_longest=True)]
         out.append((model(*inputs).topk(k, dim=1).indices + 1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
+from sessionrec.ensemble import ConcatConfig, ConcatEnsemble
 from sessionrec.model import ModelConfig, SessionModel
 from sessionrec.sasrec import SASRec, SASRecConfig
 from sessionrec.schemas import InputSchema, get_schema
@@ -26,12 +27,17 @@ class Family:
     model_class: type
     schema: str
     summary: str
+    trainable: bool = True  # False: built from trained checkpoints, not by `sessionrec train`
 
 
 FAMILIES = {
     "srgnn": Family("srgnn", ModelConfig, SessionModel, "graph", "SR-GNN gated GNN + soft attention (default)"),
     "sasrec": Family("sasrec", SASRecConfig, SASRec, "sequence", "SASRec-style self-attentive sequence encoder"),
+    # Not trained directly: `sessionrec ensemble` folds two trained srgnn checkpoints into one.
+    "concat": Family("concat", ConcatConfig, ConcatEnsemble, "graph", "concatenation of srgnn members (sessionrec ensemble)",
+                     trainable=False),
 }
+TRAINABLE = {name: family for name, family in FAMILIES.items() if family.trainable}
 DEFAULT_FAMILY = "srgnn"  # what checkpoints written before families existed hold
 
 

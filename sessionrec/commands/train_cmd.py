@@ -7,7 +7,7 @@ import json
 from dataclasses import fields
 
 from sessionrec.errors import SessionrecError
-from sessionrec.families import FAMILIES, DEFAULT_FAMILY, config_fields, get_family
+from sessionrec.families import TRAINABLE as FAMILIES, DEFAULT_FAMILY, config_fields, get_family
 from sessionrec.train import TrainConfig, train
 
 
