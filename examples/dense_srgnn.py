@@ -23,7 +23,7 @@ class DenseSRGNN(nn.Module):
     def __init__(self, n_items: int, dim: int, max_len: int = 16, node_update: str = "gated"):
         super().__init__()
         self.model = SessionModel(ModelConfig(n_items=n_items, dim=dim, max_len=max_len, node_update=node_update,
-                                              dropout=0.0))
+                                              dropout=0.0, position="none"))
 
     def forward(self, items, alias, adj_in, adj_out, mask):
         return self.model.encode(items, alias, adj_in, adj_out, mask)

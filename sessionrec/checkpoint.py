@@ -26,6 +26,9 @@ from sessionrec.schemas import get_schema
 
 FORMAT = "sessionrec-checkpoint"
 FORMAT_VERSION = 1
+# Config fields whose default changed after they were added: a checkpoint that lacks the field was
+# trained before it existed, i.e. with this value (position embeddings became the default in issue 14).
+LEGACY_VALUES = {"srgnn": {"position": "none"}}
 
 
 class CheckpointError(SessionrecError, ValueError):
@@ -108,7 +111,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         if schema and schema.get("name") != family.schema:
             raise ValueError(f"family {family.name!r} takes schema {family.schema!r}, checkpoint says {schema.get('name')!r}")
         get_schema(family.schema, schema.get("version"))
-        config = family.config_class(**payload["model_config"]).validate()
+        # A field added after a checkpoint was written takes the value that checkpoint was trained with.
+        config = family.config_class(**{**LEGACY_VALUES.get(family.name, {}), **payload["model_config"]}).validate()
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: incompatible model config: {exc}") from None
     ckpt = Checkpoint(

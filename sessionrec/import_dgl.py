@@ -110,7 +110,7 @@ def convert(weights: dict[str, torch.Tensor], meta: dict, where: str) -> tuple[M
     config = ModelConfig(n_items=int(meta["n_items"]), dim=int(meta["dim"]), max_len=int(meta["max_len"]),
                          node_update=CELLS[meta["cell"]], steps=int(meta.get("steps", 1)), attention_heads=0,
                          normalize=bool(meta.get("normalize", True)), scale=float(meta.get("scale", 12.0)),
-                         dropout=0.0).validate()
+                         dropout=0.0, position="none").validate()
     ours = {WEIGHT_MAP.get(k, k): v for k, v in weights.items()}
     reverse = {v: k for k, v in WEIGHT_MAP.items()}
     expected = {reverse.get(k, k): v for k, v in SessionModel(config).state_dict().items()}

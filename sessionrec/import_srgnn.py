@@ -111,7 +111,7 @@ def convert(state: dict[str, torch.Tensor], where: str, step: int = 1, nonhybrid
         "combine.weight": combine_w, "combine.bias": combine_b,
     }
     config = ModelConfig(n_items=n_node - 1, dim=d, max_len=max_len, node_update="gated", steps=step,
-                         attention_heads=0, normalize=False, dropout=0.0).validate()
+                         attention_heads=0, normalize=False, dropout=0.0, position="none").validate()
     SessionModel(config).load_state_dict(ours)  # same names and shapes by construction; fails loudly if not
     return config, {k: v.contiguous() for k, v in ours.items()}
 

@@ -158,3 +158,19 @@ def test_incompatible_weights(tmp_path):
     path = save_checkpoint(ckpt, tmp_path / "mismatch.pt")
     with pytest.raises(CheckpointError, match="weights do not match"):
         load_checkpoint(path)
+
+
+def test_checkpoint_written_before_position_embeddings_loads_as_it_was_trained(tmp_path):
+    """position='reverse' became the default later: an old checkpoint (no `position` key) must load as 'none'."""
+    import torch
+
+    from sessionrec.checkpoint import LEGACY_VALUES, Checkpoint, load_checkpoint, save_checkpoint
+
+    assert ModelConfig().position == "reverse" and LEGACY_VALUES["srgnn"]["position"] == "none"
+    old = SessionModel(ModelConfig(n_items=5, dim=8, max_len=4, position="none"))
+    path = save_checkpoint(Checkpoint(ModelConfig(n_items=5, dim=8, max_len=4, position="none"), old.state_dict(),
+                                      np.arange(-1, 5), np.ones(6, dtype=np.int64)), tmp_path / "old.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload["model_config"]["position"]
+    torch.save(payload, path)
+    assert load_checkpoint(path).model_config.position == "none"
