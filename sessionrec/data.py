@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -261,6 +261,15 @@ def validation_split(train: list[list[int]], fraction: float = 0.1) -> tuple[lis
     if cut < 1:
         raise DataError(f"only {len(train)} training session(s): too few to cut a validation split")
     return train[:cut], train[cut:]
+
+
+def earlier_cut(dataset: SessionDataset, valid_fraction: float, cut: int) -> SessionDataset:
+    """The training sessions without their newest `cut` validation-sized tails: train() then
+    validates on the period before (sessions are in date order)."""
+    drop = cut * max(1, int(round(len(dataset.train) * valid_fraction)))
+    if len(dataset.train) - drop < 2:
+        raise DataError(f"only {len(dataset.train)} training sessions: too few to drop {cut} validation tail(s)")
+    return replace(dataset, train=dataset.train[: len(dataset.train) - drop])
 
 
 def item_counts(sessions: list[list[int]], n_items: int) -> np.ndarray:

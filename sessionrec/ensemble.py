@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from sessionrec.data import DataError, load_dataset, prefixes, validation_split
+from sessionrec.data import DataError, earlier_cut, load_dataset, prefixes, validation_split
 from sessionrec.metrics import RankingMetrics
 
 
@@ -115,8 +115,9 @@ def mixing_weights(alpha: float) -> list[float]:
     return [2.0 * (1.0 - alpha), 2.0 * alpha]
 
 
-def _member_checks(ckpts: list, paths: list[str]) -> float:
-    """The members can be folded (same ids, same data, same validation cut); returns that cut."""
+def _member_checks(ckpts: list, paths: list[str]) -> tuple[float, int]:
+    """The members can be folded (same ids, same data, same validation cut); returns that cut
+    (valid_fraction, valid_cut)."""
     first = ckpts[0]
     fractions = set()
     for ckpt, path in zip(ckpts, paths):
@@ -130,9 +131,9 @@ def _member_checks(ckpts: list, paths: list[str]) -> float:
         if fraction <= 0 or ckpt.metrics.get("refit") or ckpt.train_config.get("refit"):
             raise DataError(f"{path}: trained without a validation split (or refit on it): the ensemble weight "
                             "must be chosen on sessions no member trained on; use the selection run's best.pt")
-        fractions.add(fraction)
+        fractions.add((fraction, int(ckpt.train_config.get("valid_cut", 1) or 1)))
     if len(fractions) != 1:
-        raise DataError(f"members were selected on different validation cuts {sorted(fractions)}")
+        raise DataError(f"members were selected on different validation cuts (valid_fraction, valid_cut) {sorted(fractions)}")
     return fractions.pop()
 
 
@@ -175,10 +176,12 @@ def build_ensemble(paths: list[str | Path], data: str | Path, grid: list[float] 
     grid = sorted(set(grid if grid is not None else [i / 10 for i in range(11)]))
     paths = [str(p) for p in paths]
     ckpts = [load_checkpoint(p) for p in paths]
-    fraction = _member_checks(ckpts, paths)
+    fraction, cut = _member_checks(ckpts, paths)
     dataset = load_dataset(data)
     if dataset.n_items != ckpts[0].model_config.n_items:
         raise DataError(f"{data}: {dataset.n_items} items, the checkpoints {ckpts[0].model_config.n_items}: not their data")
+    if cut > 1:
+        dataset = earlier_cut(dataset, fraction, cut - 1)
     _, valid_sessions = validation_split(dataset.train, fraction)
     valid_x, valid_y = prefixes(valid_sessions)
     models = [ckpt.build_model() for ckpt in ckpts]
@@ -203,7 +206,7 @@ def build_ensemble(paths: list[str | Path], data: str | Path, grid: list[float] 
     ckpt = Checkpoint(
         model_config=config, state_dict=state, raw_ids=ckpts[0].raw_ids, item_counts=counts,
         metrics={"valid": valid, "epoch": None, "ensemble": {"alpha": best["alpha"], "members": paths}},
-        train_config={"ensemble_of": paths, "valid_fraction": fraction, "grid": grid,
+        train_config={"ensemble_of": paths, "valid_fraction": fraction, "valid_cut": cut, "grid": grid,
                       "data": str(Path(data).resolve())},
         history=rows, family="concat",
     )

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from sessionrec import distributed
 from sessionrec.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from sessionrec.data import DataError, SessionDataset, item_counts, load_dataset, prefixes, validation_split
+from sessionrec.data import DataError, SessionDataset, earlier_cut, item_counts, load_dataset, prefixes, validation_split
 from sessionrec.evaluate import evaluate_model
 from sessionrec.families import family_for_config, model_inputs
 from sessionrec.model import ModelConfig, searched
@@ -49,6 +49,9 @@ class TrainConfig:
     l2: float = searched(1e-5, ("float", 1e-7, 1e-4, "log"))  # Adam weight decay, SR-GNN's value
     patience: int = 2  # stop after this many epochs without a validation gain
     valid_fraction: float = 0.1  # most recent share of training sessions held out for selection
+    # 1 = validate on that newest tail; c > 1 = drop the newest c-1 tails first and validate on the one
+    # before (an earlier period: checks a recipe on a second cut, so it is not fitted to one period)
+    valid_cut: int = 1
     seed: int = 42
     max_train_examples: int = 0  # 0 = all prefixes; >0 samples this many per epoch (quick runs)
     eval_batch_size: int = 500
@@ -120,6 +123,10 @@ def train(
     if config.refit:
         return _train_then_refit(dataset, out, model_config, config, resume, progress, on_epoch)
     fixed = config.valid_fraction == 0  # no selection: train exactly `epochs` on every training session
+    if config.valid_cut < 1:
+        raise DataError(f"valid_cut must be >= 1, got {config.valid_cut}")
+    if config.valid_cut > 1 and not fixed:
+        dataset = earlier_cut(dataset, config.valid_fraction, config.valid_cut - 1)
     fit_sessions, valid_sessions = (dataset.train, []) if fixed else validation_split(dataset.train, config.valid_fraction)
     train_x, train_y = prefixes(fit_sessions)
     valid_x, valid_y = prefixes(valid_sessions)

@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from sessionrec.data import SessionDataset, load_dataset
+from sessionrec.data import SessionDataset, earlier_cut, load_dataset  # noqa: F401 (earlier_cut: tune API)
 from sessionrec.model import ModelConfig
 from sessionrec.train import TrainConfig, selection_score, train
 
@@ -77,13 +77,6 @@ def suggest(trial, name: str, space: tuple):
 def _training_only(dataset: SessionDataset) -> SessionDataset:
     """The dataset without its test split: tuning must not be able to read it."""
     return replace(dataset, test=[])
-
-
-def earlier_cut(dataset: SessionDataset, valid_fraction: float, cut: int) -> SessionDataset:
-    """The training sessions without their newest `cut` validation-sized tails: train() then
-    validates on the period before (sessions are in date order)."""
-    drop = cut * max(1, int(round(len(dataset.train) * valid_fraction)))
-    return replace(dataset, train=dataset.train[: len(dataset.train) - drop])
 
 
 def open_study(out: Path, config: TuneConfig):

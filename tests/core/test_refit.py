@@ -34,3 +34,17 @@ def test_fixed_epochs_mode_keeps_the_last_epoch(tmp_path):
     result = train(SAMPLE, tmp_path, ModelConfig(dim=16, max_len=16),
                    TrainConfig(epochs=2, threads=1, valid_fraction=0.0), progress=False)
     assert result.best_epoch == 2 and len(result.history) == 2
+
+
+def test_valid_cut_two_validates_on_the_period_before_the_newest_tail(tmp_path):
+    from sessionrec.data import earlier_cut, validation_split
+
+    dataset = load_dataset(SAMPLE)
+    result = train(dataset, tmp_path, ModelConfig(dim=16, max_len=16),
+                   TrainConfig(epochs=1, batch_size=50, threads=1, valid_cut=2), progress=False)
+    _, newest = validation_split(dataset.train, 0.1)
+    _, earlier = validation_split(earlier_cut(dataset, 0.1, 1).train, 0.1)
+    newest_start = len(dataset.train) - len(newest)  # the earlier period ends where the newest tail begins
+    assert earlier == dataset.train[newest_start - len(earlier): newest_start]
+    assert result.history[0]["valid_count"] == len(prefixes(earlier)[0]) != len(prefixes(newest)[0])
+    assert load_checkpoint(result.best_path).train_config["valid_cut"] == 2
