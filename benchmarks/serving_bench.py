@@ -22,6 +22,8 @@ load generator (Locust, one process, on the same 2 cores as the server). For eac
 Systems (--systems):
   sessionrec      `sessionrec export` of the checkpoint, served by the embedded tritonserver (the CPU
                   layout: the ensemble's one step, session_recommender, runs the whole pipeline)
+  sessionrec-delay100 the same version with the fused step's max_queue_delay_microseconds at 100 (the
+                  default before issue 15; today's default is 0): what the batcher's wait costs
   sessionrec-3step the same version with the three-step layout on CPU (preprocess -> session_encoder
                   -> retrieval, three python stubs): what fusing the steps buys
   naive           sessionrec/naive_server.py: model forward() per request (normalise the item table,
@@ -57,9 +59,10 @@ from sessionrec.load_tests.sla import SLA
 
 ROOT = Path(__file__).resolve().parents[1]
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
-SYSTEMS = ("sessionrec", "sessionrec-3step", "naive", "naive-cached", "cache-ceiling")
+SYSTEMS = ("sessionrec", "sessionrec-delay100", "sessionrec-3step", "naive", "naive-cached", "cache-ceiling")
 LABELS = {
     "sessionrec": "sessionrec Triton ensemble",
+    "sessionrec-delay100": "ensemble, step batcher waits 100 us",
     "sessionrec-3step": "ensemble as three python steps",
     "naive": "naive PyTorch + http.server",
     "naive-cached": "naive, item table cached",
@@ -216,7 +219,8 @@ def sequential_probe(system: System, sessions: list[list[int]], k: int, count: i
             assert json.loads(answer)["item_ids"]
         connection.close()
     latencies = np.asarray(latencies[20:])
-    return {"requests": len(latencies), **{f"p{p}": float(np.percentile(latencies, p)) for p in (50, 95, 99)}}
+    return {"requests": len(latencies), **{f"p{p}": float(np.percentile(latencies, p)) for p in (50, 95, 99)},
+            "over_100ms": int((latencies > 100).sum()), "max": float(latencies.max())}
 
 
 def best_under(rows: list[dict], sla: SLA) -> dict | None:
@@ -248,8 +252,8 @@ def agreement(sessions: list[list[int]], repository: Path, naive_checkpoint: Pat
     return {"sessions": len(sessions), "top20_overlap_mean": float(np.mean(overlaps)), "top20_overlap_min": float(np.min(overlaps))}
 
 
-def three_step_copy(repository: Path, target: Path, log) -> Path:
-    """The same exported version, its ensemble rewritten to the three python steps."""
+def three_step_copy(repository: Path, target: Path, log, **changes) -> Path:
+    """The same exported version, its configs rewritten with `changes` (default: the three python steps)."""
     import shutil
 
     from sessionrec.export.configs import ServingConfig
@@ -258,10 +262,12 @@ def three_step_copy(repository: Path, target: Path, log) -> Path:
 
     if not target.exists():
         version = current_version(repository)
-        log(f"copying {repository} -> {target} with the three-step CPU ensemble")
+        changes = changes or {"fused_cpu": False}
+        log(f"copying {repository} -> {target} with {changes}")
         shutil.copytree(repository, target)
         cfg = ServingConfig(**read_manifest(target / "recommend" / str(version))["serving_config"])
-        cfg.fused_cpu = False
+        for key, value in changes.items():
+            setattr(cfg, key, value)
         write_configs(target, cfg, version=version)
     return target
 
@@ -345,11 +351,12 @@ def markdown(results: dict) -> str:
     lines += ["", "## One request at a time, no load generator", "",
               "A plain (non-gevent) client in the benchmark process, sequential requests over the same sessions: "
               "the latency floor of each system.", "",
-              "| system | requests | p50 ms | p95 ms | p99 ms |", "|---|---:|---:|---:|---:|"]
+              "| system | requests | p50 ms | p95 ms | p99 ms | over 100 ms |", "|---|---:|---:|---:|---:|---:|"]
     for name, data in results["systems"].items():
         probe = data["probe"]
-        lines.append(f"| {LABELS[name]} | {probe['requests']} | {probe['p50']:.2f} | {probe['p95']:.2f} | {probe['p99']:.2f} |")
-    for system in ("sessionrec", "sessionrec-3step"):
+        lines.append(f"| {LABELS[name]} | {probe['requests']} | {probe['p50']:.2f} | {probe['p95']:.2f} | {probe['p99']:.2f} | "
+                     f"{probe.get('over_100ms', '')} |")
+    for system in ("sessionrec", "sessionrec-delay100", "sessionrec-3step"):
         ensemble = results["systems"].get(system)
         if not (ensemble and ensemble["ladder"]):
             continue
@@ -462,7 +469,7 @@ def merge_runs(runs: list[dict]) -> dict:
             order = sorted(bests, key=lambda b: b["throughput_rps"])
             best = {**_median_row(bests), "users": order[len(order) // 2]["users"]}
         probes = [p["probe"] for p in per]
-        probe = {"requests": sum(p["requests"] for p in probes),
+        probe = {"requests": sum(p["requests"] for p in probes), "over_100ms": sum(p.get("over_100ms", 0) for p in probes),
                  **{q: float(np.median([p[q] for p in probes])) for q in ("p50", "p95", "p99")}}
         rates = [_median_row([p["rates"][i] for p in per]) for i in range(min(len(p["rates"]) for p in per))]
         ladder = [{**row, "run": r + 1} for r, p in enumerate(per) for row in p["ladder"]]
@@ -581,6 +588,9 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "sessionrec-3step":
                 context = triton_system(name, three_step_copy(repository, work / "repository-3step", log),
                                         folder / "tritonserver.log")
+            elif name == "sessionrec-delay100":
+                context = triton_system(name, three_step_copy(repository, work / "repository-delay100", log,
+                                                              fused_queue_delay_us=100), folder / "tritonserver.log")
             elif name == "cache-ceiling":
                 context = triton_system(name, cache_repository, folder / "tritonserver.log", cache_bytes=args.cache_mb << 20)
             else:
