@@ -498,10 +498,13 @@ def goals(results: dict) -> list[str]:
         for other, target in ((cached, 3.0), (naive, 8.0)):
             if other is None:
                 continue
-            if ours["best"] and other["best"]:
+            label = f"throughput at the SLA >= {target:g}x {'the cached' if other is cached else 'the plain'} naive server"
+            if not (ours["best"] and other["best"]):
+                out.append((label, False, "not measured: " + ", ".join(
+                    n for n, d in (("sessionrec", ours), ("the other", other)) if not d["best"]) + " met the SLA at no step"))
+            else:
                 ratio = ours["best"]["throughput_rps"] / other["best"]["throughput_rps"]
-                out.append((f"throughput at the SLA >= {target:g}x {'the cached' if other is cached else 'the plain'} naive server",
-                            ratio >= target, f"{ratio:.2f}x ({ours['best']['throughput_rps']:.0f} vs "
+                out.append((label, ratio >= target, f"{ratio:.2f}x ({ours['best']['throughput_rps']:.0f} vs "
                                              f"{other['best']['throughput_rps']:.0f} req/s)"))
         return out
 
