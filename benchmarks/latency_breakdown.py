@@ -230,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", help="export and traces (default runs/latency-breakdown)")
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--k", type=int, default=20)
-    parser.add_argument("--delays", default="0,100,0,100", help="step max_queue_delay_microseconds to compare, in order")
+    parser.add_argument("--delays", default="0,100,0,100,0x2,100x2",
+                        help="step max_queue_delay_microseconds to compare, in order; DxN: with N instances")
     args = parser.parse_args(argv)
 
     from sessionrec.serving.embedded import EmbeddedServer
@@ -260,8 +261,11 @@ def main(argv: list[str] | None = None) -> int:
         tri = server.server.client()
         config = tri.get_model_config(STEP, as_json=True)["config"]
         results["delays"] = {}
-        for turn, delay in enumerate(int(d) for d in args.delays.split(",") if d):
+        for turn, spec in enumerate(d for d in args.delays.split(",") if d):
+            delay, _, count = spec.partition("x")
+            delay, count = int(delay), int(count or 1)
             config["dynamic_batching"]["max_queue_delay_microseconds"] = delay
+            config["instance_group"][0]["count"] = count
             server.server.load_model(STEP, config_json=json.dumps(config))
             before = tri.get_inference_statistics(STEP, as_json=True)["model_stats"]
             from sessionrec.clients import RecommendClient
@@ -270,9 +274,9 @@ def main(argv: list[str] | None = None) -> int:
                 e2e = timed(lambda r: client.recommend(r, k=args.k), requests)
             after = tri.get_inference_statistics(STEP, as_json=True)["model_stats"]
             queue = _stat_delta(before, after, "queue")
-            results["delays"][f"{delay} (pass {turn + 1})"] = {"e2e": stat(e2e), "queue_ms_mean": queue,
+            results["delays"][f"{delay}" + (f", {count} instances" if count > 1 else "") + f" (pass {turn + 1})"] = {"e2e": stat(e2e), "queue_ms_mean": queue,
                                         "p99": float(np.percentile(e2e, 99)), "over_100ms": int((np.asarray(e2e) > 100).sum())}
-            print(f"delay {delay} us: {results['delays'][f'{delay} (pass {turn + 1})']}", flush=True)
+            print(f"delay {delay} us x{count}: {list(results['delays'].values())[-1]}", flush=True)
     traces = read_traces(trace_file)
     results["trace_recommend"] = trace_stages(traces, "recommend")
     results["trace_direct_step"] = trace_stages(traces, STEP)
@@ -319,7 +323,7 @@ def markdown(results: dict) -> str:
     lines += ["## Dynamic batcher delay of the step", "",
               "The step reloaded with each max_queue_delay_microseconds, then the same requests one at a time "
               "through RecommendClient. 'over 100 ms': requests that waited for the batcher's 500 ms idle timeout.", "",
-              "| max_queue_delay_microseconds | e2e p50 ms | e2e p95 ms | e2e p99 ms | over 100 ms | n |",
+              "| max_queue_delay_microseconds (instances) | e2e p50 ms | e2e p95 ms | e2e p99 ms | over 100 ms | n |",
               "|---:|---:|---:|---:|---:|---:|"]
     for delay, row in results["delays"].items():
         lines.append(f"| {delay} | {row['e2e']['p50']:.3f} | {row['e2e']['p95']:.3f} | {row.get('p99', float('nan')):.3f} | "
