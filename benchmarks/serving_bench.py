@@ -22,6 +22,8 @@ load generator (Locust, one process, on the same 2 cores as the server). For eac
 Systems (--systems):
   sessionrec      `sessionrec export` of the checkpoint, served by the embedded tritonserver (the CPU
                   layout: the ensemble's one step, session_recommender, runs the whole pipeline)
+  sessionrec-delay100 the same version with the fused step's max_queue_delay_microseconds at 100 (the
+                  default before issue 15; today's default is 0): what the batcher's wait costs
   sessionrec-3step the same version with the three-step layout on CPU (preprocess -> session_encoder
                   -> retrieval, three python stubs): what fusing the steps buys
   naive           sessionrec/naive_server.py: model forward() per request (normalise the item table,
@@ -57,9 +59,10 @@ from sessionrec.load_tests.sla import SLA
 
 ROOT = Path(__file__).resolve().parents[1]
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
-SYSTEMS = ("sessionrec", "sessionrec-3step", "naive", "naive-cached", "cache-ceiling")
+SYSTEMS = ("sessionrec", "sessionrec-delay100", "sessionrec-3step", "naive", "naive-cached", "cache-ceiling")
 LABELS = {
     "sessionrec": "sessionrec Triton ensemble",
+    "sessionrec-delay100": "ensemble, step batcher waits 100 us",
     "sessionrec-3step": "ensemble as three python steps",
     "naive": "naive PyTorch + http.server",
     "naive-cached": "naive, item table cached",
@@ -216,7 +219,8 @@ def sequential_probe(system: System, sessions: list[list[int]], k: int, count: i
             assert json.loads(answer)["item_ids"]
         connection.close()
     latencies = np.asarray(latencies[20:])
-    return {"requests": len(latencies), **{f"p{p}": float(np.percentile(latencies, p)) for p in (50, 95, 99)}}
+    return {"requests": len(latencies), **{f"p{p}": float(np.percentile(latencies, p)) for p in (50, 95, 99)},
+            "over_100ms": int((latencies > 100).sum()), "max": float(latencies.max())}
 
 
 def best_under(rows: list[dict], sla: SLA) -> dict | None:
@@ -248,8 +252,8 @@ def agreement(sessions: list[list[int]], repository: Path, naive_checkpoint: Pat
     return {"sessions": len(sessions), "top20_overlap_mean": float(np.mean(overlaps)), "top20_overlap_min": float(np.min(overlaps))}
 
 
-def three_step_copy(repository: Path, target: Path, log) -> Path:
-    """The same exported version, its ensemble rewritten to the three python steps."""
+def three_step_copy(repository: Path, target: Path, log, **changes) -> Path:
+    """The same exported version, its configs rewritten with `changes` (default: the three python steps)."""
     import shutil
 
     from sessionrec.export.configs import ServingConfig
@@ -258,10 +262,12 @@ def three_step_copy(repository: Path, target: Path, log) -> Path:
 
     if not target.exists():
         version = current_version(repository)
-        log(f"copying {repository} -> {target} with the three-step CPU ensemble")
+        changes = changes or {"fused_cpu": False}
+        log(f"copying {repository} -> {target} with {changes}")
         shutil.copytree(repository, target)
         cfg = ServingConfig(**read_manifest(target / "recommend" / str(version))["serving_config"])
-        cfg.fused_cpu = False
+        for key, value in changes.items():
+            setattr(cfg, key, value)
         write_configs(target, cfg, version=version)
     return target
 
@@ -279,6 +285,10 @@ def export(checkpoint: Path, data: str, repository: Path, response_cache: bool, 
 
 
 # ----------------------------------------------------------------------------- report
+
+
+def _users(row: dict) -> str:
+    return f"{row['users']} (run {row['run']})" if "run" in row else str(row["users"])
 
 
 def markdown(results: dict) -> str:
@@ -302,6 +312,8 @@ def markdown(results: dict) -> str:
         f"- capacity ladder: closed loop, no think time, users {s['users']}, steps interleaved across systems; each step {s['step_seconds']:g} s "
         f"of which the first {s['warmup_seconds']:g} s are warm-up (not measured); SLA p{sla['percentile']:g} "
         f"<= {sla['target_ms']:g} ms with no failed request",
+        f"- repeats: {s.get('repeats', 1)} (every figure in the first three tables is the median over the runs; each "
+        f"run's own figures are under 'Each run')",
         f"- fixed rates: open loop at {s['rates']} req/s, {s['rate_seconds']:g} s each "
         f"({s['warmup_seconds']:g} s warm-up), {s['rate_users']} users sharing the schedule",
         f"- load generator: Locust {s['locust']}, one process, gRPC through `sessionrec.clients` (gevent) or "
@@ -339,11 +351,12 @@ def markdown(results: dict) -> str:
     lines += ["", "## One request at a time, no load generator", "",
               "A plain (non-gevent) client in the benchmark process, sequential requests over the same sessions: "
               "the latency floor of each system.", "",
-              "| system | requests | p50 ms | p95 ms | p99 ms |", "|---|---:|---:|---:|---:|"]
+              "| system | requests | p50 ms | p95 ms | p99 ms | over 100 ms |", "|---|---:|---:|---:|---:|---:|"]
     for name, data in results["systems"].items():
         probe = data["probe"]
-        lines.append(f"| {LABELS[name]} | {probe['requests']} | {probe['p50']:.2f} | {probe['p95']:.2f} | {probe['p99']:.2f} |")
-    for system in ("sessionrec", "sessionrec-3step"):
+        lines.append(f"| {LABELS[name]} | {probe['requests']} | {probe['p50']:.2f} | {probe['p95']:.2f} | {probe['p99']:.2f} | "
+                     f"{probe.get('over_100ms', '')} |")
+    for system in ("sessionrec", "sessionrec-delay100", "sessionrec-3step"):
         ensemble = results["systems"].get(system)
         if not (ensemble and ensemble["ladder"]):
             continue
@@ -355,7 +368,7 @@ def markdown(results: dict) -> str:
             for model in ("session_recommender", "preprocess", "session_encoder", "retrieval", "recommend"):
                 m = row.get("models", {}).get(model)
                 if m:
-                    lines.append(f"| {row['users']} | {model} | {m['batch']:.2f} | {m['queue_ms']:.3f} | "
+                    lines.append(f"| {_users(row)} | {model} | {m['batch']:.2f} | {m['queue_ms']:.3f} | "
                                  f"{m['compute_ms']:.3f} | {m['total_ms']:.3f} |")
     lines += ["", "## Every ladder step", "",
               "| system | users | req/s | p50 ms | p95 ms | p99 ms | failed | cores: generator | server | other |",
@@ -363,9 +376,23 @@ def markdown(results: dict) -> str:
     for name, data in results["systems"].items():
         for row in data["ladder"]:
             lat = row["latency_ms"]
-            lines.append(f"| {LABELS[name]} | {row['users']} | {row['throughput_rps']:.1f} | {lat.get('p50', float('nan')):.2f} | "
+            lines.append(f"| {LABELS[name]} | {_users(row)} | {row['throughput_rps']:.1f} | {lat.get('p50', float('nan')):.2f} | "
                          f"{lat.get('p95', float('nan')):.2f} | {lat.get('p99', float('nan')):.2f} | {row['failures']} | "
                          f"{row['generator_cores']:.2f} | {row['server_cores']:.2f} | {row['other_cores']:.2f} |")
+    lines += goals(results)
+    if len(results.get("runs") or []) > 1:
+        lines += ["", "## Each run", "", "| run | system | req/s at the SLA | users | one at a time p50 / p95 ms | "
+                  + " | ".join(f"{r['arrival_rate']:g} req/s p50 / p95 ms" for r in next(iter(results["runs"][0].values()))["rates"])
+                  + " |", "|---:|---|---:|---:|---:|" + "---:|" * len(next(iter(results["runs"][0].values()))["rates"])]
+        for r, run in enumerate(results["runs"], start=1):
+            for name, data in run.items():
+                best = data.get("best")
+                rates = " | ".join(f"{x['latency_ms'].get('p50', float('nan')):.2f} / {x['latency_ms'].get('p95', float('nan')):.2f}"
+                                   for x in data["rates"])
+                lines.append(f"| {r} | {LABELS[name]} | {best['throughput_rps']:.0f} | {best['users']} | "
+                             f"{data['probe']['p50']:.2f} / {data['probe']['p95']:.2f} | {rates} |" if best else
+                             f"| {r} | {LABELS[name]} | none met the SLA | | {data['probe']['p50']:.2f} / "
+                             f"{data['probe']['p95']:.2f} | {rates} |")
     cache = results["systems"].get("cache-ceiling")
     lines += ["", "Notes:", ""]
     if cache and cache["ladder"]:
@@ -381,6 +408,115 @@ def markdown(results: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def one_run(running: dict, bases: dict, sessions, args, users: list[int], rates: list[float], sla: SLA, log,
+            tag: str = "") -> dict:
+    """Probe, capacity ladder and fixed rates of every system once, interleaved: {name: results}."""
+    out = {name: {"ladder": [], "rates": []} for name in running}
+    log("sequential probes (no load generator):")
+    for name, system in running.items():
+        probe = sequential_probe(system, sessions[:args.cache_sessions] if name == "cache-ceiling" else sessions,
+                                 args.k, args.probe_requests)
+        out[name]["probe"] = probe
+        log(f"  {name:14} p50 {probe['p50']:.2f}  p95 {probe['p95']:.2f}  p99 {probe['p99']:.2f} ms")
+    log("capacity ladder (closed loop):")
+    climbing = dict.fromkeys(running, 0)  # name -> consecutive steps over the target
+    for count in users:
+        for name in [n for n in running if n in climbing]:
+            row = measure(running[name], replace(bases[name], users=count, name=f"{tag}ladder-u{count}"))
+            out[name]["ladder"].append(row)
+            log(f"  {name:14} users {count:3}: {fmt_row(row)}")
+            p95 = row["latency_ms"].get(f"p{sla.percentile:g}", float("inf"))
+            climbing[name] = climbing[name] + 1 if p95 > sla.target_ms else 0
+            if climbing[name] >= 2 or p95 > 3 * sla.target_ms:  # past the knee: more users only queue
+                del climbing[name]
+        if not climbing:
+            break
+    log("fixed offered rates (open loop):")
+    for rate in rates:
+        for name, system in running.items():
+            row = measure(system, replace(bases[name], users=args.rate_users, arrival_rate=rate,
+                                          run_time_s=args.rate_seconds, name=f"{tag}rate-{rate:g}"))
+            out[name]["rates"].append(row)
+            log(f"  {name:14} {rate:5g} req/s offered: {fmt_row(row)}")
+    return out
+
+
+def _median_row(rows: list[dict]) -> dict:
+    """Median of each figure over runs (latency percentiles each on its own; failures summed)."""
+    keys = ("throughput_rps", "generator_cores", "server_cores", "other_cores")
+    out = dict(rows[0])
+    for key in keys:
+        out[key] = float(np.median([r[key] for r in rows]))
+    out["latency_ms"] = {p: float(np.median([r["latency_ms"].get(p, float("nan")) for r in rows]))
+                         for p in rows[0]["latency_ms"]}
+    out["failures"] = sum(r["failures"] for r in rows)
+    return out
+
+
+def merge_runs(runs: list[dict]) -> dict:
+    """One result per system with the median over runs of each reported figure (runs kept beside it)."""
+    merged = {}
+    for name in runs[0]:
+        per = [run[name] for run in runs]
+        bests = [p["best"] for p in per]
+        best = None
+        if all(bests):
+            order = sorted(bests, key=lambda b: b["throughput_rps"])
+            best = {**_median_row(bests), "users": order[len(order) // 2]["users"]}
+        probes = [p["probe"] for p in per]
+        probe = {"requests": sum(p["requests"] for p in probes), "over_100ms": sum(p.get("over_100ms", 0) for p in probes),
+                 **{q: float(np.median([p[q] for p in probes])) for q in ("p50", "p95", "p99")}}
+        rates = [_median_row([p["rates"][i] for p in per]) for i in range(min(len(p["rates"]) for p in per))]
+        ladder = [{**row, "run": r + 1} for r, p in enumerate(per) for row in p["ladder"]]
+        merged[name] = {"best": best, "probe": probe, "rates": rates, "ladder": ladder}
+    return merged
+
+
+def goals(results: dict) -> list[str]:
+    """Issue 15's latency goals, on the medians and run by run: sessionrec's p50 and p95 at or below the
+    cached naive server's one request at a time and at every offered rate, >= 3x its throughput at the
+    SLA and >= 8x the plain naive server's."""
+    systems = results["systems"]
+    if not all(n in systems for n in ("sessionrec", "naive-cached")):
+        return []
+
+    def checks(view: dict) -> list[tuple[str, bool, str]]:
+        ours, cached, naive = view["sessionrec"], view["naive-cached"], view.get("naive")
+        out = []
+        for q in ("p50", "p95"):
+            out.append((f"one request at a time, {q}", ours["probe"][q] <= cached["probe"][q],
+                        f"{ours['probe'][q]:.2f} vs {cached['probe'][q]:.2f} ms"))
+        for mine, theirs in zip(ours["rates"], cached["rates"]):
+            for q in ("p50", "p95"):
+                a, b = mine["latency_ms"].get(q, float("inf")), theirs["latency_ms"].get(q, float("nan"))
+                out.append((f"{mine['arrival_rate']:g} req/s open loop, {q}", a <= b, f"{a:.2f} vs {b:.2f} ms"))
+        for other, target in ((cached, 3.0), (naive, 8.0)):
+            if other is None:
+                continue
+            label = f"throughput at the SLA >= {target:g}x {'the cached' if other is cached else 'the plain'} naive server"
+            if not (ours["best"] and other["best"]):
+                out.append((label, False, "not measured: " + ", ".join(
+                    n for n, d in (("sessionrec", ours), ("the other", other)) if not d["best"]) + " met the SLA at no step"))
+            else:
+                ratio = ours["best"]["throughput_rps"] / other["best"]["throughput_rps"]
+                out.append((label, ratio >= target, f"{ratio:.2f}x ({ours['best']['throughput_rps']:.0f} vs "
+                                             f"{other['best']['throughput_rps']:.0f} req/s)"))
+        return out
+
+    runs = results.get("runs") or [systems]
+    per_run = [checks({n: {**d, "best": d.get("best")} for n, d in run.items()}) for run in runs]
+    lines = ["", "## Goals (issue 15): sessionrec against the naive servers", "",
+             f"On the medians of {len(runs)} run(s); the last column says in how many runs the goal held on its own.", "",
+             "| goal | met (medians) | sessionrec vs the other | runs met |", "|---|---|---|---:|"]
+    for i, (label, ok, detail) in enumerate(checks(systems)):
+        held = sum(1 for run in per_run if i < len(run) and run[i][1])
+        lines.append(f"| {label} | {'yes' if ok else 'no'} | {detail} | {held}/{len(per_run)} |")
+    return lines
 
 
 # ----------------------------------------------------------------------------- main
@@ -407,6 +543,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-sessions", type=int, default=300, help="distinct sessions for the cache ceiling")
     parser.add_argument("--cache-mb", type=int, default=256)
     parser.add_argument("--probe-requests", type=int, default=500, help="sequential probe, per system (default 500)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="measure everything this many times over the same servers; tables show medians (default 1)")
     args = parser.parse_args(argv)
 
     began, out = time.monotonic(), Path(args.out)
@@ -439,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
                     run_time_s=args.step_seconds, warmup_s=args.warmup_seconds, sla=sla, deadline_s=5.0)
     users = [int(u) for u in args.users.split(",")]
     rates = [float(r) for r in args.rates.split(",") if r]
-    results = {"systems": {name: {"ladder": [], "rates": []} for name in systems}, "agreement": agree}
+    results = {"agreement": agree}
     with ExitStack() as stack:
         # Every server runs for the whole benchmark and the measurements interleave (each ladder step
         # goes round the systems): the other jobs on the machine come and go, and interleaving puts the
@@ -453,6 +591,9 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "sessionrec-3step":
                 context = triton_system(name, three_step_copy(repository, work / "repository-3step", log),
                                         folder / "tritonserver.log")
+            elif name == "sessionrec-delay100":
+                context = triton_system(name, three_step_copy(repository, work / "repository-delay100", log,
+                                                              fused_queue_delay_us=100), folder / "tritonserver.log")
             elif name == "cache-ceiling":
                 context = triton_system(name, cache_repository, folder / "tritonserver.log", cache_bytes=args.cache_mb << 20)
             else:
@@ -463,34 +604,18 @@ def main(argv: list[str] | None = None) -> int:
                 bases[name] = replace(bases[name], distinct_sessions=args.cache_sessions)
                 warm = measure(system, replace(bases[name], users=8, run_time_s=8, warmup_s=0, name="cache-warm"))
                 log(f"{name} warm pass: {fmt_row(warm)}")
-        log("sequential probes (no load generator):")
-        for name, system in running.items():
-            probe = sequential_probe(system, sessions[:args.cache_sessions] if name == "cache-ceiling" else sessions,
-                                     args.k, args.probe_requests)
-            results["systems"][name]["probe"] = probe
-            log(f"  {name:14} p50 {probe['p50']:.2f}  p95 {probe['p95']:.2f}  p99 {probe['p99']:.2f} ms")
-        log("capacity ladder (closed loop):")
-        climbing = dict.fromkeys(running, 0)  # name -> consecutive steps over the target
-        for count in users:
-            for name in [n for n in running if n in climbing]:
-                row = measure(running[name], replace(bases[name], users=count, name=f"ladder-u{count}"))
-                results["systems"][name]["ladder"].append(row)
-                log(f"  {name:14} users {count:3}: {fmt_row(row)}")
-                p95 = row["latency_ms"].get(f"p{sla.percentile:g}", float("inf"))
-                climbing[name] = climbing[name] + 1 if p95 > sla.target_ms else 0
-                if climbing[name] >= 2 or p95 > 3 * sla.target_ms:  # past the knee: more users only queue
-                    del climbing[name]
-            if not climbing:
-                break
-        log("fixed offered rates (open loop):")
-        for rate in rates:
-            for name, system in running.items():
-                row = measure(system, replace(bases[name], users=args.rate_users, arrival_rate=rate,
-                                              run_time_s=args.rate_seconds, name=f"rate-{rate:g}"))
-                results["systems"][name]["rates"].append(row)
-                log(f"  {name:14} {rate:5g} req/s offered: {fmt_row(row)}")
+        runs = []
+        for repeat in range(args.repeats):
+            if args.repeats > 1:
+                log(f"== run {repeat + 1} of {args.repeats}")
+            runs.append(one_run(running, bases, sessions, args, users, rates, sla, log, tag=f"r{repeat + 1}-" if args.repeats > 1 else ""))
+    for run in runs:
+        for name, data in run.items():
+            data["best"] = best_under(data["ladder"], sla)
+    results["runs"] = runs
+    results["systems"] = merge_runs(runs) if len(runs) > 1 else runs[0]
     for name, data in results["systems"].items():
-        data["best"] = best = best_under(data["ladder"], sla)
+        best = data["best"]
         log(f"{LABELS[name]}: {best['throughput_rps']:.0f} req/s at p{sla.percentile:g} <= {sla.target_ms:g} ms "
             f"({best['users']} users)" if best else f"{LABELS[name]}: no step met the SLA")
 
@@ -506,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
         "k": args.k, "exclude_seen": args.exclude_seen, "sessions": len(sessions),
         "requests_per_pass": sum(len(s) for s in sessions), "users": args.users, "step_seconds": args.step_seconds,
         "warmup_seconds": args.warmup_seconds, "rates": args.rates, "rate_seconds": args.rate_seconds,
-        "rate_users": args.rate_users, "sla": {"percentile": sla.percentile, "target_ms": sla.target_ms},
+        "rate_users": args.rate_users, "repeats": args.repeats, "sla": {"percentile": sla.percentile, "target_ms": sla.target_ms},
         "naive_threads": args.naive_threads, "cache_sessions": args.cache_sessions, "locust": package_version("locust"),
         "python": platform.python_version(), "work": str(work),
     }

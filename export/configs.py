@@ -120,6 +120,10 @@ class ServingConfig:
 
     max_batch_size: int = 64  # per model; the encoder's dynamic batcher groups up to this many sessions
     queue_delay_us: int = 100  # dynamic batching wait: <0.1 ms of added latency buys batching under load
+    # ...except on the fused CPU step: it has one instance, and requests that arrive while it executes
+    # queue and form the next batch anyway, so a wait only delays a lone request (the batcher held
+    # every request ~0.2 ms at 100 us, docs/benchmarks/latency_breakdown.md) and buys no batching.
+    fused_queue_delay_us: int = 0
     fused_cpu: bool = True  # CPU ensemble = one session_recommender step (False: three python steps)
     fused_instances: int = 1  # session_recommender stubs; on 2 cores more instances only contend
     preprocess_instances: int = 1  # python stub processes; on 2 cores more instances only contend
@@ -240,7 +244,7 @@ def retrieval_config(cfg: ServingConfig, gpu: bool = False) -> mc.ModelConfig:
 def fused_config(cfg: ServingConfig) -> mc.ModelConfig:
     """`session_recommender`: the whole pipeline in one python model (the CPU ensemble's step)."""
     config = mc.ModelConfig(name=FUSED, backend="python")
-    _common(config, cfg)
+    _common(config, cfg, delay_us=cfg.fused_queue_delay_us)
     # ITEMS ragged: sessions of any length batch together. Optional: a `recommend_session` event
     # may carry only its new click(s) (the `recommend` ensemble still requires ITEMS of its callers).
     _tensors(config.input, [FUSED_INPUTS[0]], ragged=True, optional=FUSED_OPTIONAL)

@@ -44,7 +44,7 @@ class TritonPythonModel:
             batch.append(self.stateful.StepRequest(io.optional_array(pb_utils, r, "ITEMS"), io.input_array(pb_utils, r, "K"),
                                                    io.input_array(pb_utils, r, "EXCLUDE_SEEN"), event))
         responses = []
-        for out in self.stateful.recommend_with_history(self.pipeline, self.history, batch):
+        for request, out in zip(requests, self.stateful.recommend_with_history(self.pipeline, self.history, batch)):
             if isinstance(out, Exception):
                 responses.append(io.error_response(pb_utils, str(out)))
                 continue
@@ -52,5 +52,5 @@ class TritonPythonModel:
             responses.append(io.response(pb_utils, {
                 "ITEM_IDS": answer.item_ids, "SCORES": answer.scores, "UNKNOWN_COUNT": answer.unknown_count,
                 "FALLBACK": answer.fallback, "HISTORY_LENGTH": out.history_length,
-                "HISTORY_STATE": out.history_state}, self.dtypes))
+                "HISTORY_STATE": out.history_state}, self.dtypes, io.requested_outputs(request)))
         return responses

@@ -91,7 +91,7 @@ class LocalPipeline:
     def recommend_many(self, requests: list[PipelineRequest]) -> list[BatchAnswer | RequestError]:
         """One answer or one RequestError per request, in order."""
         answers: list[BatchAnswer | RequestError | None] = [None] * len(requests)
-        good, graphs, ks, excludes = [], [], [], []
+        good, known, ks, excludes = [], [], [], []
         for i, request in enumerate(requests):
             hit = self.one_click.lookup(request.items, request.k, request.exclude_seen) if self.one_click else None
             if hit is not None:  # a one-click session: the export-time answer, no encoder, no search
@@ -99,8 +99,8 @@ class LocalPipeline:
                 answers[i] = BatchAnswer(hit[0], hit[1], np.zeros((1, 1), np.int32), np.zeros((1, 1), bool))
                 continue
             try:
-                graph = self.preprocessor.process(request.items)
-                rows = graph["items"].shape[0]
+                sessions = self.preprocessor.known(request.items)
+                rows = len(sessions.sessions)
                 k = self.retriever.check_k(request.k)
                 exclude = np.asarray(request.exclude_seen, dtype=bool).reshape(-1)
                 if not (k.size == exclude.size == rows):
@@ -114,22 +114,25 @@ class LocalPipeline:
                 answers[i] = exc
                 continue
             good.append(i)
-            graphs.append(graph)
+            known.append(sessions)
             ks.append(k)
             excludes.append(exclude)
         if good:
-            batch = {name: np.concatenate([g[name] for g in graphs]) for name in graphs[0]}
+            # One batch padded to its longest session, not to max_len: the same answers (padding is
+            # masked), and the encoder's work grows with the padded width (0.22 against 0.38 ms at
+            # batch 1 on Diginetica test prefixes; docs/benchmarks/latency_breakdown.md).
+            batch = self.preprocessor.tensors(known, pad_to_longest=True)
             vectors = self.encoder(batch)
             rows = self.retriever.retrieve(vectors, batch["items"], batch["fallback"], np.concatenate(ks), np.concatenate(excludes))
             start = 0
-            for i, graph in zip(good, graphs):
-                size = graph["items"].shape[0]
+            for i, sessions in zip(good, known):
+                size = len(sessions.sessions)
                 mine = rows[start : start + size]
                 answers[i] = BatchAnswer(
                     item_ids=np.stack([ids for ids, _ in mine]),
                     scores=np.stack([scores for _, scores in mine]),
-                    unknown_count=graph["unknown_count"],
-                    fallback=graph["fallback"],
+                    unknown_count=sessions.unknown_count,
+                    fallback=sessions.fallback,
                 )
                 start += size
         return answers  # type: ignore[return-value]

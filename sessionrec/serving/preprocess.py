@@ -58,12 +58,18 @@ class Preprocessor:
     def __post_init__(self) -> None:
         self._schema = get_schema(self.schema)
 
-    def process(self, raw_sessions: np.ndarray) -> dict[str, np.ndarray]:
+    def process(self, raw_sessions: np.ndarray, pad_to_longest: bool = False) -> dict[str, np.ndarray]:
         """(B, n) raw ids, one session per row -> encoder inputs + bookkeeping, each (B, ...).
 
         Unknown ids are dropped and counted; a session with no known id gets an empty graph and
-        `fallback` = True (retrieval then answers with popular items).
+        `fallback` = True (retrieval then answers with popular items). Padded to max_len (what the
+        three-step layout's encoder batcher needs: one shape for every request), or to the longest
+        session when asked (same answers, less encoder work: LocalPipeline batches itself).
         """
+        return self.tensors([self.known(raw_sessions)], pad_to_longest)
+
+    def known(self, raw_sessions: np.ndarray) -> "KnownSessions":
+        """Check one request's (B, n) raw ids and map them to model ids (RequestError if malformed)."""
         raw_sessions = np.asarray(raw_sessions)
         if raw_sessions.ndim == 1:
             raw_sessions = raw_sessions[None, :]
@@ -80,13 +86,23 @@ class Preprocessor:
                 f"(only the last {self.max_len} are used; send at most {self.max_request_items})"
             )
         model_ids = self.id_map.to_model(raw_sessions)  # (B, n)
-        unknown, fallback, sessions = [], [], []
-        for row in model_ids:
-            known = row[row > 0]
-            unknown.append(row.size - known.size)
-            fallback.append(known.size == 0)
-            sessions.append(known)
-        out = self._schema.batch(sessions, self.max_len)
-        out["unknown_count"] = np.asarray(unknown, dtype=np.int32).reshape(-1, 1)
-        out["fallback"] = np.asarray(fallback, dtype=bool).reshape(-1, 1)
+        sessions = [row[row > 0] for row in model_ids]
+        unknown = np.asarray([row.size - known.size for row, known in zip(model_ids, sessions)], dtype=np.int32)
+        return KnownSessions(sessions, unknown.reshape(-1, 1), (unknown == n).reshape(-1, 1))
+
+    def tensors(self, requests: list["KnownSessions"], pad_to_longest: bool = False) -> dict[str, np.ndarray]:
+        """The encoder inputs + bookkeeping of several requests' sessions, stacked in order (one batch)."""
+        sessions = [s for r in requests for s in r.sessions]
+        out = self._schema.batch(sessions, self.max_len, pad_to_longest=pad_to_longest)
+        out["unknown_count"] = np.concatenate([r.unknown_count for r in requests])
+        out["fallback"] = np.concatenate([r.fallback for r in requests])
         return out
+
+
+@dataclass
+class KnownSessions:
+    """One request's sessions as model ids (unknown ids dropped), with the request's bookkeeping."""
+
+    sessions: list[np.ndarray]  # per row: the known model ids, oldest first (may be empty)
+    unknown_count: np.ndarray  # (B, 1) int32
+    fallback: np.ndarray  # (B, 1) bool: no id of the row was known

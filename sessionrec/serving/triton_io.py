@@ -42,10 +42,20 @@ def error_response(pb_utils, message: str):
     return pb_utils.InferenceResponse(output_tensors=[], error=error)
 
 
-def response(pb_utils, arrays: dict[str, np.ndarray], dtypes: dict[str, np.dtype]):
+def response(pb_utils, arrays: dict[str, np.ndarray], dtypes: dict[str, np.dtype], wanted=None):
+    """The response with the outputs in `wanted` (requested_outputs(); None: all of `dtypes`)."""
     return pb_utils.InferenceResponse(
-        output_tensors=[pb_utils.Tensor(name, np.ascontiguousarray(arrays[name], dtype=dtypes[name])) for name in dtypes]
+        output_tensors=[pb_utils.Tensor(name, np.ascontiguousarray(arrays[name], dtype=dtypes[name]))
+                        for name in dtypes if wanted is None or name in wanted]
     )
+
+
+def requested_outputs(request) -> frozenset[str] | None:
+    """The outputs this request asked for, or None (all). An ensemble asks its step for the outputs
+    its output_map uses, and Triton drops the others after the stub has sent them over shared memory:
+    `recommend` through the fused step never reads HISTORY_LENGTH / HISTORY_STATE (a BYTES tensor)."""
+    names = getattr(request, "requested_output_names", None)
+    return frozenset(names()) if names is not None else None
 
 
 def input_array(pb_utils, request, name: str) -> np.ndarray:

@@ -73,7 +73,7 @@ def test_gpu_encoder_uses_onnxruntime_with_tensorrt_and_cpu_uses_python():
     assert [t.name for t in cpu.input] == [t.name for t in gpu.input]
     assert configs["preprocess/config.pbtxt"].input[0].allow_ragged_batch
     for rel, config in configs.items():
-        if not rel.startswith("recommend"):
+        if not rel.startswith("recommend") and not rel.startswith("session_recommender"):
             assert config.dynamic_batching.max_queue_delay_microseconds > 0
             assert config.version_policy.latest.num_versions == 2
 
@@ -176,3 +176,14 @@ def test_step_tensors_follow_the_input_schema(schema, inputs, variant):
     assert [t.name for t in configs["preprocess"].output][: len(inputs)] == inputs
     if "gpu" in variant:  # TensorRT warm-up samples at the served shape, one per schema tensor
         assert sorted(encoder.model_warmup[0].inputs) == sorted(inputs)
+
+
+def test_fused_step_dispatches_a_lone_request_at_once():
+    """The fused CPU step's batcher does not wait (one instance: requests queue while it executes and
+    batch anyway); the other python steps keep their short wait, and the knob is a setting."""
+    from sessionrec.export.configs import preprocess_config
+
+    assert fused_config(ServingConfig()).dynamic_batching.max_queue_delay_microseconds == 0
+    assert fused_config(ServingConfig()).dynamic_batching.priority_levels == 2  # probes still overtake traffic
+    assert fused_config(ServingConfig(fused_queue_delay_us=150)).dynamic_batching.max_queue_delay_microseconds == 150
+    assert preprocess_config(ServingConfig()).dynamic_batching.max_queue_delay_microseconds == 100
