@@ -39,6 +39,11 @@ STATES = (STORED, DUPLICATE, DEGRADED, NOT_STORED)
 MAX_EVENT_ITEMS = 63  # clicks in one event: positions 0..63 of the event's score range (history.lua); more: ITEMS
 MAX_SEQ = 1 << 47  # seq * 64 stays an exact integer in Lua's doubles (2**53); ms timestamps fit for millennia
 MAX_SESSION_ID_BYTES = 256
+# Session ids that start with this are the server's own canaries (sessionrec.serving.session_canaries),
+# replayed at every start and version switch: kept under <key_prefix>canary: with a TTL of
+# canary_ttl_s, never among guests' keys. The NUL byte keeps it out of any cookie, UUID or token a
+# site would send as a guest's session id.
+CANARY_PREFIX = b"\x00sessionrec-canary:"
 # Server environment -> HistoryConfig field (the chart sets these from its `redis:` values and Secret).
 ENVIRONMENT = {
     "SESSIONREC_REDIS_URL": "url",
@@ -63,6 +68,7 @@ class HistoryConfig:
     timeout_ms: float = 20.0  # connect and each reply; a request waits at most this for Redis
     retry_after_s: float = 1.0  # after a failure, answer degraded without trying Redis for this long
     pool_size: int = 4  # connections per stub; one batch at a time uses one
+    canary_ttl_s: float = 60.0  # canary sessions (CANARY_PREFIX ids) expire soon: each replay uses new ids
     # HMAC key of session ids. Replicas must share it (the chart reads it from a Secret); the default
     # only keeps raw ids out of Redis on a single embedded server.
     hmac_key: str = field(default="sessionrec-embedded-default", repr=False)
@@ -86,7 +92,7 @@ class HistoryConfig:
         return config
 
     def check(self) -> None:
-        if self.ttl_s <= 0 or self.max_len < 1 or self.timeout_ms <= 0 or self.pool_size < 1:
+        if self.ttl_s <= 0 or self.canary_ttl_s <= 0 or self.max_len < 1 or self.timeout_ms <= 0 or self.pool_size < 1:
             raise ValueError(f"history settings out of range: ttl_s={self.ttl_s}, max_len={self.max_len}, "
                              f"timeout_ms={self.timeout_ms}, pool_size={self.pool_size}")
 
@@ -182,7 +188,8 @@ class SessionHistory:
 
     def key(self, session_id: bytes) -> str:
         digest = hmac.new(self._key, session_id, hashlib.sha256).hexdigest()[:32]  # 128 bits: no collisions in practice
-        return f"{self.config.key_prefix}{{{digest}}}"
+        space = "canary:" if session_id.startswith(CANARY_PREFIX) else ""
+        return f"{self.config.key_prefix}{space}{{{digest}}}"
 
     def record_many(self, events: list[ClickEvent | Exception]) -> list[HistoryAnswer | Exception]:
         """One answer (or the request's own error) per event, in order; an error given stays in place."""
@@ -246,12 +253,13 @@ class SessionHistory:
     def _pipeline(self, events: list[ClickEvent]) -> list:
         if self._sha is None:
             self._sha = self._client.script_load(SCRIPT)
-        ttl_ms = str(int(self.config.ttl_s * 1000))
+        ttl_ms, canary_ttl_ms = str(int(self.config.ttl_s * 1000)), str(int(self.config.canary_ttl_s * 1000))
         max_len = str(self.config.max_len)
 
         def arguments(event: ClickEvent) -> tuple:
             key = self.key(event.session_id)
-            return (self._sha, 2, f"{key}:c", f"{key}:f", str(event.seq), ttl_ms, max_len,
+            ttl = canary_ttl_ms if event.session_id.startswith(CANARY_PREFIX) else ttl_ms
+            return (self._sha, 2, f"{key}:c", f"{key}:f", str(event.seq), ttl, max_len,
                     *(str(int(i)) for i in event.new_items))
 
         if len(events) == 1:  # the same single round trip, without redis-py's pipeline bookkeeping (~30 us)

@@ -77,6 +77,21 @@ def test_longer_than_max_len_keeps_the_newest(history):
     assert late.state == NOT_STORED and 999 not in click(history, b"long", 26, 126).items.tolist()
 
 
+def test_canary_sessions_have_their_own_key_space_and_a_short_ttl(local_redis):
+    from sessionrec.serving.history import CANARY_PREFIX
+
+    db = redis.Redis.from_url(local_redis.url)
+    db.flushdb()
+    history = SessionHistory(HistoryConfig(url=local_redis.url, canary_ttl_s=5))
+    click(history, b"guest", 1, 7)
+    assert click(history, CANARY_PREFIX + b"v1:nonce:0", 1, 7).state == STORED
+    keys = {k.decode(): db.pttl(k) for k in db.keys("*")}
+    canary = {k: ttl for k, ttl in keys.items() if k.startswith("sessionrec:h:canary:{")}
+    guests = {k: ttl for k, ttl in keys.items() if k not in canary}
+    assert len(canary) == len(guests) == 1  # one clicks key each (no floor key before a trim)
+    assert all(0 < ttl <= 5000 for ttl in canary.values()) and all(ttl > 1_000_000 for ttl in guests.values())
+
+
 def test_ttl_expiry_starts_a_new_session(local_redis):
     redis.Redis.from_url(local_redis.url).flushdb()
     history = SessionHistory(HistoryConfig(url=local_redis.url, ttl_s=0.3))
