@@ -262,10 +262,17 @@ def test_history_survives_a_retrain_and_both_ensembles_switch(fresh_repository, 
         ids, length, state = click(own, "retrain-guest", 3, [c])
         assert (length, state) == (3, "stored")  # the session lived through the switch, in Redis
         assert ids == infer_recommend(own, [a, b, c], 10, False).as_numpy("ITEM_IDS")[0].tolist()
-        # the switch replayed version 2's canaries through recommend_session, Redis history included
-        assert server.session_canaries.version == 2 and server.session_canaries.ok
-        assert server.session_canaries.through_history > 0
+        # the switch replayed version 2's canaries through recommend_session (a first connection of the
+        # new stub slower than the 20 ms timeout on a loaded machine answers them degraded: not a failure)
+        from sessionrec.serving import session_canaries
+        from sessionrec.serving.artifacts import read_manifest
+
+        manifest = read_manifest(fresh_repository / "recommend" / "2")
+        within = sum(len(c["items"]) <= manifest["serving"]["max_len"] for c in manifest["canaries"])
+        report = server.session_canaries
+        assert report.version == 2 and report.ok and report.through_history + report.degraded == within
         assert any(e.startswith("version 2 on recommend_session") for e in server.events)
+        assert session_canaries.replay(own, manifest).through_history == within  # v2 answers from Redis
 
 
 # -- canaries through recommend_session (sessionrec.serving.session_canaries) ----------------------------

@@ -130,25 +130,45 @@ def test_concurrent_clicks_on_one_session_lose_none(local_redis):
     assert final.items.tolist() == list(range(1, threads * per_thread + 1))
 
 
-def test_one_round_trip_per_batch(history, local_redis):
+def test_one_round_trip_per_batch(history, local_redis, monkeypatch):
     events = [ClickEvent(f"g{i}".encode(), np.array([i]), 1) for i in range(20)]
     history.record_many(events[:1])  # loads the script
-    client = history._client
     sent = []
-    original = client.connection_pool.get_connection
+    original = redis.connection.Connection.send_packed_command
 
-    def counting(*args, **kwargs):  # one pooled connection per round trip of a pipeline
-        connection = original(*args, **kwargs)
-        sent.append(connection)
-        return connection
+    def counting(self, command, check_health=True):  # every write to a Redis socket
+        sent.append(command)
+        return original(self, command, check_health)
 
-    client.connection_pool.get_connection = counting
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counting)
     stats = redis.Redis.from_url(local_redis.url)
     before = stats.info("commandstats")["cmdstat_evalsha"]["calls"]
+    sent.clear()  # the stats client's own INFO
     answers = history.record_many(events)
+    sends = len(sent)
     after = stats.info("commandstats")["cmdstat_evalsha"]["calls"]
     assert [a.items.tolist() for a in answers] == [[i] for i in range(20)]
-    assert after - before == 20 and len(sent) == 1  # 20 script calls, one pipelined write + read
+    assert after - before == 20 and sends == 1  # 20 script calls, one pipelined write, then the 20 replies
+
+
+BUSY_200_MS = """local function now() local t = redis.call('TIME') return t[1] * 1000000 + t[2] end
+local stop = now() + 200000
+while now() < stop do end
+return 1"""
+
+
+def test_a_failed_round_trip_never_reuses_its_socket(local_redis):
+    """A reply that timed out would otherwise arrive as the answer to the next batch's first event."""
+    from sessionrec.serving.redis_conn import Connections
+
+    redis.Redis.from_url(local_redis.url).flushdb()
+    connections = Connections(local_redis.url, None, size=1, timeout_s=0.05)
+    assert connections.run([("SET", "a", "1"), ("GET", "a")]) == [b"OK", b"1"]
+    with pytest.raises(redis.exceptions.TimeoutError):
+        connections.run([("EVAL", BUSY_200_MS, 0)])
+    time.sleep(0.3)  # the script's late reply would be waiting on the old socket now
+    assert connections.run([("GET", "a")]) == [b"1"]
+    assert isinstance(connections.run([("GET", "a"), ("INCR", "nope", "x")])[1], redis.exceptions.ResponseError)
 
 
 def test_session_ids_are_stored_as_hmac_only(history, local_redis):
