@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
                             time.sleep(gap)
             for name, t in times.items():
                 print(f"| {gap * 1000:g} | {name} | {len(t)} | {np.median(t) * 1e6:.0f} | {np.percentile(t, 95) * 1e6:.0f} |")
+        script = client.info("commandstats").get("cmdstat_evalsha", {})
+        print(f"\nthe script inside Redis (INFO commandstats): {script.get('usec_per_call', float('nan')):.1f} us "
+              f"per EVALSHA over {script.get('calls', 0)} calls")
     return 0
 
 
