@@ -4,14 +4,20 @@
         --out docs/benchmarks/session.md                                          # ~12 min on 2 cores
     python benchmarks/session_bench.py --checkpoint CKPT --data DATA --out /tmp/s.md \
         --users 1,8 --step-seconds 6 --rate-seconds 8                             # ~3 min check
+    python benchmarks/session_bench.py --checkpoint CKPT --data DATA --out /tmp/s.md \
+        --phases interleaved,probe --slice-pairs 15                               # ~2.5 min: the 100 req/s overhead
 
 One export of the checkpoint, one embedded tritonserver serving both ensembles, one throwaway
-redis-server (Debian's, 127.0.0.1). The same replayed sessions (the data's test split, click by
+redis-server (Debian's, 127.0.0.1; at SCHED_FIFO 1 unless --redis-scheduling default: see
+prioritise_redis). The same replayed sessions (the data's test split, click by
 click, same seeds): `recommend` gets the session so far in every request, `recommend_session` only
 the click just made, with a session id and the click's position as its sequence number (the
 server rebuilds the session from Redis). Steps interleave (users=1 for both, then users=2, ...), so
 other jobs on the shared machine weigh on both alike.
 
+- interleaved (first): open loop at each of --rates from one asyncio generator, the systems
+  alternating in short slices (A B B A ...); the overhead is the p95 difference of neighbouring
+  slices, median over the pairs, robust to a stall from another job (interleaved_rate);
 - capacity ladder: closed-loop Locust runs; throughput at p95 <= --sla-ms is the best step that met it
   with no failed request;
 - fixed offered rates (open loop, no coordinated omission): p50/p95 at --rates, and the stateful
