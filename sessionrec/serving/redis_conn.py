@@ -1,11 +1,11 @@
 """A lean, bounded pool of redis-py connections: the history step's one round trip per batch.
 
 The history step sends one burst of pipelined EVALSHAs per batch and reads their replies. Through
-`redis.Redis` and its connection pool that cost ~60 us of Python per round trip in redis-py 8.1
+`redis.Redis` and its connection pool that cost 60-75 us more Python per event in redis-py 8.1
 (the pool's queue, its observability hooks, a poll() at every checkout to see that the socket is
-clean): about twice the loopback round trip and the script together (docs/benchmarks/session.md,
-"Where the stateful path's time goes"). Here the step talks to redis-py's `Connection` directly:
-pack, one sendall, one read per reply. Everything else stays redis-py's: URL parsing, TLS
+clean), as much as a hot loopback PING (`python benchmarks/history_roundtrip.py`, docs/BENCHMARKS.md).
+Here the step talks to redis-py's `Connection` directly: pack, one sendall, one read per reply.
+Everything else stays redis-py's: URL parsing, TLS
 (rediss://), AUTH, database selection, socket and connect timeouts, the hiredis parser.
 
 A connection whose round trip failed in any way (timeout, reset, a half-read reply) is closed and
