@@ -320,6 +320,15 @@ def export_spec(spec: EncoderSpec, repository: str | Path, options: ExportOption
             )
         manifest["canaries"] = _canaries(pipeline, raw_ids, sessions, options.canaries)
         manifest["one_click"] = _one_click_table(pipeline, raw_ids, sessions, options, dirs["retrieval"], staged, manifest)
+        # The same canaries through recommend_session's step code (no Redis: answered from ITEMS);
+        # `sessionrec serve` replays them through the served ensemble and Redis at every load.
+        from sessionrec.serving import session_canaries
+
+        failed = session_canaries.check_at_export(pipeline, manifest["canaries"])
+        if failed:
+            raise ExportError(f"recommend_session canaries: {len(failed)} failed, first: {failed[0]}; refusing to publish")
+        manifest["session_canaries"] = {"checked": len(manifest["canaries"]),
+                                        "path": "recommend_session step code, ITEMS override, no Redis"}
         _write_manifest(dirs, manifest)
         step("verified")
 

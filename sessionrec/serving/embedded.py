@@ -175,6 +175,7 @@ class EmbeddedServer:
         self.watch_seconds = watch_seconds
         self.version: int | None = None
         self.events: list[str] = []  # what the watcher did, for logs and tests
+        self.session_canaries = None  # the last SessionCanaryReport (recommend_session served)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -192,8 +193,10 @@ class EmbeddedServer:
                     f"version {version} answers differ from its export-time canaries ({len(report.failures)} of "
                     f"{report.checked}): {report.failures[0]}; refusing to report healthy. Server log: {self.server.log_path}"
                 )
-            self.version = version
             self.events.append(f"serving version {version} ({report.checked} canaries ok)")
+            if self.session_models:
+                self._check_session(version)
+            self.version = version
             if self.candidate_version is not None:
                 self._check_candidate()
         except BaseException:
@@ -227,6 +230,19 @@ class EmbeddedServer:
     @property
     def metrics_url(self) -> str:
         return self.server.metrics_url
+
+    # -- the stateful ensemble ------------------------------------------------------------------
+    def _check_session(self, version: int):
+        """The version's canaries through recommend_session (sessionrec.serving.session_canaries)."""
+        from sessionrec.serving import session_canaries
+
+        report = session_canaries.replay(self.server.client(), read_manifest(self.repository / "recommend" / str(version)))
+        self.session_canaries = report
+        if not report.ok:
+            raise CanaryMismatch(f"version {version} on {SESSION_ENSEMBLE} answers differ from its export-time canaries "
+                                 f"({len(report.failures)} failed): {report.failures[0]}")
+        self.events.append(f"version {version} on {SESSION_ENSEMBLE} ({report.summary()})")
+        return report
 
     # -- the experiment's candidate --------------------------------------------------------------
     def _check_candidate(self) -> None:
@@ -280,6 +296,7 @@ class EmbeddedServer:
                     raise CanaryMismatch(f"version {target}: {report.failures[0]}")
                 if self.session_models:  # the stateful ensemble follows once the version is verified
                     self.server.load_model(SESSION_ENSEMBLE, config_json=self._ensemble_json(target, SESSION_ENSEMBLE))
+                    self._check_session(target)  # a failure restores both ensembles below
             except Exception as exc:  # noqa: BLE001 - keep serving whatever still works
                 self.events.append(f"switch to version {target} failed: {exc}")
                 log.error("switch to version %s failed, staying on %s: %s", target, previous, exc)

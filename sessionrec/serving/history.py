@@ -39,6 +39,11 @@ STATES = (STORED, DUPLICATE, DEGRADED, NOT_STORED)
 MAX_EVENT_ITEMS = 63  # clicks in one event: positions 0..63 of the event's score range (history.lua); more: ITEMS
 MAX_SEQ = 1 << 47  # seq * 64 stays an exact integer in Lua's doubles (2**53); ms timestamps fit for millennia
 MAX_SESSION_ID_BYTES = 256
+# Session ids that start with this are the server's own canaries (sessionrec.serving.session_canaries),
+# replayed at every start and version switch: kept under <key_prefix>canary: with a TTL of
+# canary_ttl_s, never among guests' keys. The NUL byte keeps it out of any cookie, UUID or token a
+# site would send as a guest's session id.
+CANARY_PREFIX = b"\x00sessionrec-canary:"
 # Server environment -> HistoryConfig field (the chart sets these from its `redis:` values and Secret).
 ENVIRONMENT = {
     "SESSIONREC_REDIS_URL": "url",
@@ -63,6 +68,7 @@ class HistoryConfig:
     timeout_ms: float = 20.0  # connect and each reply; a request waits at most this for Redis
     retry_after_s: float = 1.0  # after a failure, answer degraded without trying Redis for this long
     pool_size: int = 4  # connections per stub; one batch at a time uses one
+    canary_ttl_s: float = 60.0  # canary sessions (CANARY_PREFIX ids) expire soon: each replay uses new ids
     # HMAC key of session ids. Replicas must share it (the chart reads it from a Secret); the default
     # only keeps raw ids out of Redis on a single embedded server.
     hmac_key: str = field(default="sessionrec-embedded-default", repr=False)
@@ -86,7 +92,7 @@ class HistoryConfig:
         return config
 
     def check(self) -> None:
-        if self.ttl_s <= 0 or self.max_len < 1 or self.timeout_ms <= 0 or self.pool_size < 1:
+        if self.ttl_s <= 0 or self.canary_ttl_s <= 0 or self.max_len < 1 or self.timeout_ms <= 0 or self.pool_size < 1:
             raise ValueError(f"history settings out of range: ttl_s={self.ttl_s}, max_len={self.max_len}, "
                              f"timeout_ms={self.timeout_ms}, pool_size={self.pool_size}")
 
@@ -149,10 +155,11 @@ class SessionHistory:
     """Records click events and returns each session's history, one Redis round trip per batch."""
 
     def __init__(self, config: HistoryConfig, client=None):
+        """`client`: a redis_conn.Connections (default: one for config.url, or none when it is None)."""
         config.check()
         self.config = config
         self._key = config.hmac_key.encode()
-        self._client = client if client is not None else self._connect(config)
+        self._connections = client if client is not None else self._connect(config)
         self._sha: str | None = None
         self._lock = threading.Lock()
         self._closed_until = 0.0  # monotonic time before which Redis is not tried (after a failure)
@@ -162,27 +169,20 @@ class SessionHistory:
     def _connect(config: HistoryConfig):
         if not config.url:
             return None
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
+        from sessionrec.serving.redis_conn import Connections
 
-        timeout = config.timeout_ms / 1000.0
-        # Every default that would stretch a request: redis-py retries on timeouts and connection
-        # errors (3 times with backoff in 6.x) and waits 5 s; a blocking pool waits for a free
-        # connection no longer than one timeout. Nothing here connects yet: start never waits on Redis.
-        pool = redis.BlockingConnectionPool.from_url(
-            config.url, password=config.password, max_connections=config.pool_size, timeout=timeout,
-            socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False, health_check_interval=0, socket_keepalive=True)
-        return redis.Redis(connection_pool=pool)
+        # Nothing connects yet: start never waits on Redis. A request waits for a free connection
+        # no longer than one timeout, and for each reply no longer than one timeout.
+        return Connections(config.url, config.password, config.pool_size, config.timeout_ms / 1000.0)
 
     @property
     def enabled(self) -> bool:
-        return self._client is not None
+        return self._connections is not None
 
     def key(self, session_id: bytes) -> str:
         digest = hmac.new(self._key, session_id, hashlib.sha256).hexdigest()[:32]  # 128 bits: no collisions in practice
-        return f"{self.config.key_prefix}{{{digest}}}"
+        space = "canary:" if session_id.startswith(CANARY_PREFIX) else ""
+        return f"{self.config.key_prefix}{space}{{{digest}}}"
 
     def record_many(self, events: list[ClickEvent | Exception]) -> list[HistoryAnswer | Exception]:
         """One answer (or the request's own error) per event, in order; an error given stays in place."""
@@ -226,7 +226,7 @@ class SessionHistory:
 
     def _run(self, events: list[ClickEvent]) -> list:
         """Per event: the script's reply, or None when Redis is off, failing, or skipped after a failure."""
-        if self._client is None or time.monotonic() < self._closed_until:
+        if self._connections is None or time.monotonic() < self._closed_until:
             return [None] * len(events)
         import redis
 
@@ -245,21 +245,20 @@ class SessionHistory:
 
     def _pipeline(self, events: list[ClickEvent]) -> list:
         if self._sha is None:
-            self._sha = self._client.script_load(SCRIPT)
-        ttl_ms = str(int(self.config.ttl_s * 1000))
+            reply = self._connections.run([("SCRIPT", "LOAD", SCRIPT)])[0]
+            if isinstance(reply, Exception):
+                raise reply
+            self._sha = reply.decode() if isinstance(reply, bytes) else str(reply)
+        ttl_ms, canary_ttl_ms = str(int(self.config.ttl_s * 1000)), str(int(self.config.canary_ttl_s * 1000))
         max_len = str(self.config.max_len)
 
-        def arguments(event: ClickEvent) -> tuple:
+        def command(event: ClickEvent) -> tuple:
             key = self.key(event.session_id)
-            return (self._sha, 2, f"{key}:c", f"{key}:f", str(event.seq), ttl_ms, max_len,
+            ttl = canary_ttl_ms if event.session_id.startswith(CANARY_PREFIX) else ttl_ms
+            return ("EVALSHA", self._sha, 2, f"{key}:c", f"{key}:f", str(event.seq), ttl, max_len,
                     *(str(int(i)) for i in event.new_items))
 
-        if len(events) == 1:  # the same single round trip, without redis-py's pipeline bookkeeping (~30 us)
-            return [self._client.evalsha(*arguments(events[0]))]
-        pipe = self._client.pipeline(transaction=False)
-        for event in events:
-            pipe.evalsha(*arguments(event))
-        replies = pipe.execute(raise_on_error=False)
+        replies = self._connections.run([command(event) for event in events])  # one round trip
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
@@ -271,8 +270,8 @@ class SessionHistory:
             self._closed_until = time.monotonic() + self.config.retry_after_s
         log.warning("session history: Redis failed (%s: %s); answering from the request's clicks for %.1f s",
                     type(exc).__name__, exc, self.config.retry_after_s)
-        try:  # drop the half-used connections: the next try starts on a fresh socket
-            self._client.connection_pool.disconnect(inuse_connections=True)
+        try:  # the failed socket is gone already; close the idle ones too: the next try starts fresh
+            self._connections.disconnect()
         except Exception:  # noqa: BLE001 - best effort
             pass
         return [None] * count

@@ -262,3 +262,81 @@ def test_history_survives_a_retrain_and_both_ensembles_switch(fresh_repository, 
         ids, length, state = click(own, "retrain-guest", 3, [c])
         assert (length, state) == (3, "stored")  # the session lived through the switch, in Redis
         assert ids == infer_recommend(own, [a, b, c], 10, False).as_numpy("ITEM_IDS")[0].tolist()
+        # the switch replayed version 2's canaries through recommend_session (a first connection of the
+        # new stub slower than the 20 ms timeout on a loaded machine answers them degraded: not a failure)
+        from sessionrec.serving import session_canaries
+        from sessionrec.serving.artifacts import read_manifest
+
+        manifest = read_manifest(fresh_repository / "recommend" / "2")
+        within = sum(len(c["items"]) <= manifest["serving"]["max_len"] for c in manifest["canaries"])
+        report = server.session_canaries
+        assert report.version == 2 and report.ok and report.through_history + report.degraded == within
+        assert any(e.startswith("version 2 on recommend_session") for e in server.events)
+        assert session_canaries.replay(own, manifest).through_history == within  # v2 answers from Redis
+
+
+# -- canaries through recommend_session (sessionrec.serving.session_canaries) ----------------------------
+
+def manifest_of(repository):
+    from sessionrec.serving.artifacts import read_manifest
+
+    return read_manifest(repository / "recommend" / "1")
+
+
+def test_export_checked_the_canaries_through_the_stateful_step(exported_repository):
+    manifest = manifest_of(exported_repository)
+    assert manifest["session_canaries"]["checked"] == len(manifest["canaries"]) > 0
+
+
+def test_start_replays_every_canary_through_recommend_session(session_server, exported_repository):
+    manifest = manifest_of(exported_repository)
+    report = session_server.session_canaries
+    within = sum(len(c["items"]) <= manifest["serving"]["max_len"] for c in manifest["canaries"])
+    assert report.ok and report.checked == len(manifest["canaries"])
+    assert (report.through_history, report.degraded) == (within, 0)  # Redis was up: every replay answered from it
+    assert any(e.startswith("version 1 on recommend_session") for e in session_server.events)
+
+
+def test_canaries_stay_out_of_guest_histories(client, redis_server, exported_repository, known):
+    import redis
+
+    from sessionrec.serving import session_canaries
+
+    db = redis.Redis.from_url(redis_server.url)
+    click(client, "guest-before-canaries", 1, [int(known[0])])
+    guests = {k for k in db.keys("*") if b"canary:" not in k}
+    report = session_canaries.replay(client, manifest_of(exported_repository))
+    assert report.ok and report.through_history > 0
+    after = set(db.keys("*"))
+    assert {k for k in after if b"canary:" not in k} == guests  # no guest key added, none removed
+    canary_keys = [k for k in after if k.startswith(b"sessionrec:h:canary:{")]
+    assert canary_keys and all(0 < db.pttl(k) <= 60_000 for k in canary_keys)  # a minute, not the 30 min of guests
+    assert click(client, "guest-before-canaries", 2, [int(known[1])])[1:] == (2, "stored")
+
+
+def test_a_wrong_answer_fails_the_session_canaries(client, exported_repository):
+    from sessionrec.serving import session_canaries
+
+    manifest = manifest_of(exported_repository)
+    canary = manifest["canaries"][0]
+    canary["expected_ids"] = canary["expected_ids"][::-1]
+    report = session_canaries.replay(client, manifest)
+    assert not report.ok and report.failures[0].startswith("session canary 0 (ITEMS): items")
+
+
+def test_redis_down_degrades_the_canaries_without_failing_them(client, redis_server, exported_repository, known):
+    from sessionrec.serving import session_canaries
+
+    manifest = manifest_of(exported_repository)
+    redis_server.kill()
+    try:
+        report = session_canaries.replay(client, manifest)
+    finally:
+        redis_server.start()
+    within = sum(len(c["items"]) <= manifest["serving"]["max_len"] for c in manifest["canaries"])
+    assert report.ok and (report.through_history, report.degraded) == (0, within), report.failures
+    deadline, seq = time.monotonic() + 5, 1
+    while click(client, "after-canaries-down", seq, [int(known[1])])[2] != "stored":  # back within retry_after_s
+        assert time.monotonic() < deadline
+        seq += 1
+        time.sleep(0.1)

@@ -77,6 +77,21 @@ def test_longer_than_max_len_keeps_the_newest(history):
     assert late.state == NOT_STORED and 999 not in click(history, b"long", 26, 126).items.tolist()
 
 
+def test_canary_sessions_have_their_own_key_space_and_a_short_ttl(local_redis):
+    from sessionrec.serving.history import CANARY_PREFIX
+
+    db = redis.Redis.from_url(local_redis.url)
+    db.flushdb()
+    history = SessionHistory(HistoryConfig(url=local_redis.url, canary_ttl_s=5))
+    click(history, b"guest", 1, 7)
+    assert click(history, CANARY_PREFIX + b"v1:nonce:0", 1, 7).state == STORED
+    keys = {k.decode(): db.pttl(k) for k in db.keys("*")}
+    canary = {k: ttl for k, ttl in keys.items() if k.startswith("sessionrec:h:canary:{")}
+    guests = {k: ttl for k, ttl in keys.items() if k not in canary}
+    assert len(canary) == len(guests) == 1  # one clicks key each (no floor key before a trim)
+    assert all(0 < ttl <= 5000 for ttl in canary.values()) and all(ttl > 1_000_000 for ttl in guests.values())
+
+
 def test_ttl_expiry_starts_a_new_session(local_redis):
     redis.Redis.from_url(local_redis.url).flushdb()
     history = SessionHistory(HistoryConfig(url=local_redis.url, ttl_s=0.3))
@@ -115,25 +130,45 @@ def test_concurrent_clicks_on_one_session_lose_none(local_redis):
     assert final.items.tolist() == list(range(1, threads * per_thread + 1))
 
 
-def test_one_round_trip_per_batch(history, local_redis):
+def test_one_round_trip_per_batch(history, local_redis, monkeypatch):
     events = [ClickEvent(f"g{i}".encode(), np.array([i]), 1) for i in range(20)]
     history.record_many(events[:1])  # loads the script
-    client = history._client
     sent = []
-    original = client.connection_pool.get_connection
+    original = redis.connection.Connection.send_packed_command
 
-    def counting(*args, **kwargs):  # one pooled connection per round trip of a pipeline
-        connection = original(*args, **kwargs)
-        sent.append(connection)
-        return connection
+    def counting(self, command, check_health=True):  # every write to a Redis socket
+        sent.append(command)
+        return original(self, command, check_health)
 
-    client.connection_pool.get_connection = counting
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counting)
     stats = redis.Redis.from_url(local_redis.url)
     before = stats.info("commandstats")["cmdstat_evalsha"]["calls"]
+    sent.clear()  # the stats client's own INFO
     answers = history.record_many(events)
+    sends = len(sent)
     after = stats.info("commandstats")["cmdstat_evalsha"]["calls"]
     assert [a.items.tolist() for a in answers] == [[i] for i in range(20)]
-    assert after - before == 20 and len(sent) == 1  # 20 script calls, one pipelined write + read
+    assert after - before == 20 and sends == 1  # 20 script calls, one pipelined write, then the 20 replies
+
+
+BUSY_200_MS = """local function now() local t = redis.call('TIME') return t[1] * 1000000 + t[2] end
+local stop = now() + 200000
+while now() < stop do end
+return 1"""
+
+
+def test_a_failed_round_trip_never_reuses_its_socket(local_redis):
+    """A reply that timed out would otherwise arrive as the answer to the next batch's first event."""
+    from sessionrec.serving.redis_conn import Connections
+
+    redis.Redis.from_url(local_redis.url).flushdb()
+    connections = Connections(local_redis.url, None, size=1, timeout_s=0.05)
+    assert connections.run([("SET", "a", "1"), ("GET", "a")]) == [b"OK", b"1"]
+    with pytest.raises(redis.exceptions.TimeoutError):
+        connections.run([("EVAL", BUSY_200_MS, 0)])
+    time.sleep(0.3)  # the script's late reply would be waiting on the old socket now
+    assert connections.run([("GET", "a")]) == [b"1"]
+    assert isinstance(connections.run([("GET", "a"), ("INCR", "nope", "x")])[1], redis.exceptions.ResponseError)
 
 
 def test_session_ids_are_stored_as_hmac_only(history, local_redis):
