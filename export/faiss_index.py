@@ -346,7 +346,7 @@ def build_index(
         if kind == "ivfsq":
             params["codes"] = "8-bit scalar"
         if kind == "ivfpq":
-            params.update({"pq_m": int(ivf.pq.M), "pq_bits": 8, "opq": spec.opq})
+            params.update({"pq_m": int(faiss.downcast_index(ivf).pq.M), "pq_bits": 8, "opq": spec.opq})
     elif kind == "hnsw":
         params = {"M": spec.hnsw_m, "ef_construction": int(index.hnsw.efConstruction),
                   "ef_search": int(index.hnsw.efSearch)}
