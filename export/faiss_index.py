@@ -276,6 +276,23 @@ def _new_ivf(kind: str, d: int, nlist: int, spec: IndexSpec) -> faiss.Index:
     return index
 
 
+def retune(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray, target_recall: float,
+           exact: np.ndarray | None = None) -> tuple[int, float]:
+    """Set an ANN index's nprobe / efSearch to the smallest value whose recall@20 on `queries` reaches
+    target_recall (its maximum if none does); returns (value, recall). Flat: (0, 1.0)."""
+    ivf = _ivf(index)
+    if ivf is None and not hasattr(index, "hnsw"):
+        return 0, 1.0
+    exact = exact_positions(vectors, queries, TUNE_K) if exact is None else exact
+    floor, maximum = (1, ivf.nlist) if ivf is not None else (TUNE_K, MAX_EF_SEARCH)
+
+    def recall_of(value: int) -> float:
+        _set_search_knob(index, value)
+        return _recall(index.search(queries, TUNE_K)[1], exact)
+
+    return _tune(lambda v: _set_search_knob(index, v), floor, maximum, recall_of, target_recall)
+
+
 def build_index(
     vectors: np.ndarray,
     spec: IndexSpec | None = None,
