@@ -108,3 +108,33 @@ def test_synthetic_catalogue_exports_with_ivf_and_serves(trained_checkpoint, sam
         assert ids.tolist() == canary["expected_ids"] and not answer.as_numpy("FALLBACK").reshape(-1)[0]
         assert set(ids.tolist()) <= set(ckpt.raw_ids[1:].tolist())
     json.dumps(manifest["index"])  # the recorded choice is plain JSON
+
+
+def test_two_exact_shards_answer_exactly_what_one_index_does():
+    from sessionrec.export.shards import build_shards, search_shards, shard_bounds
+
+    rng = np.random.default_rng(2)
+    items = rng.standard_normal((5001, 16)).astype(np.float32)
+    queries = rng.standard_normal((50, 16)).astype(np.float32)
+    assert shard_bounds(5001, 2) == [(0, 2500), (2500, 5001)]
+    shards = build_shards(items, 2, faiss_index.IndexSpec(kind="flat"))
+    scores, ids = search_shards(shards, queries, 20)
+    want_scores, want_ids = faiss_index.search(faiss_index.build_index(items)[0], queries, 20)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5)
+    _, few = search_shards(build_shards(items[:30], 2, faiss_index.IndexSpec(kind="flat")), queries, 40)
+    assert (few[:, 30:] == 0).all() and set(few[0, :30].tolist()) == set(range(1, 31))  # k > N pads with id 0
+
+
+def test_ivf_shards_keep_their_recall_when_merged():
+    from sessionrec.export.shards import build_shards, search_shards
+
+    rng = np.random.default_rng(4)
+    centres = rng.standard_normal((64, 32)).astype(np.float32)
+    items = centres[rng.integers(0, 64, 40_000)] + 0.3 * rng.standard_normal((40_000, 32)).astype(np.float32)
+    queries = centres[rng.integers(0, 64, 300)] + 0.3 * rng.standard_normal((300, 32)).astype(np.float32)
+    shards = build_shards(items, 2, faiss_index.IndexSpec(kind="ivf"), tune_queries=queries[:150])
+    _, ids = search_shards(shards, queries[150:], 20)
+    exact = faiss_index.exact_positions(items, queries[150:], 20) + 1
+    recall = np.mean([len(np.intersect1d(a, b)) / 20 for a, b in zip(ids, exact)])
+    assert recall >= 0.9
