@@ -93,18 +93,36 @@ def stage_build(args, work: Path) -> dict:
             "fp32_quality": manifest["precision_variants"]["fp32"], "artifact_bytes": sizes}
 
 
-def _real_vectors(args, checkpoint: Path):
-    """Session vectors of real test prefixes: the export's tune set (first 500 sessions) and a held-out set."""
+def _real_vectors(args):
+    """Session vectors of real test prefixes: the export's tune set (first 500 sessions) and a held-out set.
+
+    From the real checkpoint: the encoder only gathers the clicked (real) items' rows, each normalised
+    on its own, so a synthetic catalogue's session vectors are exactly these."""
     from sessionrec.data import load_dataset, prefixes
     from sessionrec.export.exporter import _test_sessions, spec_from_checkpoint
 
-    spec, _ = spec_from_checkpoint(checkpoint)
+    spec, _ = spec_from_checkpoint(args.checkpoint)
     sessions = _test_sessions(args.data, load_dataset(args.data), spec.padded_raw_ids())
     tune = spec.encode([s[:-1] for s in sessions[:500]])
     held_x, held_y = prefixes(sessions[500:])
     pick = np.random.default_rng(1).choice(len(held_x), size=min(args.eval_prefixes, len(held_x)), replace=False)
     vectors = np.concatenate([spec.encode([held_x[i] for i in pick[j:j + 500]]) for j in range(0, len(pick), 500)])
-    return spec.item_table, tune, vectors, np.asarray(held_y)[pick]
+    return tune, vectors, np.asarray(held_y)[pick]
+
+
+def _synthetic_table(args) -> np.ndarray:
+    """The synthetic catalogue's scoring table (normalised, as the model serves it), generated in
+    memory with the seed the synthetic checkpoint uses: same rows, without a 10M-item checkpoint."""
+    from sessionrec.checkpoint import load_checkpoint
+    from sessionrec.synthetic import extend_table
+
+    ckpt = load_checkpoint(args.checkpoint)
+    weight = ckpt.state_dict["embedding.weight"].numpy()
+    table, _, _ = extend_table(weight[1:], ckpt.item_counts[1:], args.items, seed=0)
+    for start in range(0, len(table), 1 << 18):  # F.normalize in place, chunk by chunk
+        rows = table[start : start + (1 << 18)]
+        rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    return table
 
 
 def _hr20(found_positions: np.ndarray, targets: np.ndarray) -> float:
@@ -118,8 +136,10 @@ def stage_index(args, work: Path) -> dict:
     from sessionrec.export.faiss_index import (IndexSpec, build_index, exact_positions, query_latency_ms, recall_at_k,
                                                retune)
 
-    checkpoint, synthetic = synth(args, work)
-    table, tune, vectors, targets = _real_vectors(args, checkpoint)
+    tune, vectors, targets = _real_vectors(args)
+    _log(f"synthetic table of {args.items} items")
+    table = _synthetic_table(args)
+    synthetic = {"n_items": args.items, "seed": 0, "generated_in_memory": True}
     del_rss = psutil.Process().memory_info().rss
     _log(f"exact top-20 of {len(vectors)} held-out prefixes over {len(table)} items")
     t0 = time.perf_counter()

@@ -75,10 +75,11 @@ def fit_zipf(counts: np.ndarray) -> tuple[float, float]:
 
 
 def extend_table(table: np.ndarray, counts: np.ndarray, n_items: int, noise: float = 0.5,
-                 seed: int = 0) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+                 seed: int = 0, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     """Real raw rows (n, d) + counts (n,) -> (n_items, d) float32 rows and (n_items,) int64 counts.
 
     The first n rows and counts are the real ones, unchanged (see the module docstring for the rest).
+    `out`: an (n_items, d) float32 array to fill (e.g. a view of a padded table: no 4 GB copy at 10M).
     """
     table = np.asarray(table, dtype=np.float32)
     n, d = table.shape
@@ -88,7 +89,10 @@ def extend_table(table: np.ndarray, counts: np.ndarray, n_items: int, noise: flo
         raise SyntheticError(f"noise must be >= 0, got {noise}")
     s, c = fit_zipf(counts)
     rng = np.random.default_rng(seed)
-    out = np.empty((n_items, d), dtype=np.float32)
+    if out is None:
+        out = np.empty((n_items, d), dtype=np.float32)
+    elif out.shape != (n_items, d) or out.dtype != np.float32:
+        raise SyntheticError(f"out must be a ({n_items}, {d}) float32 array, got {out.shape} {out.dtype}")
     out[:n] = table
     spread = table.std(axis=0).astype(np.float32) * noise  # (d,)
     norms = np.linalg.norm(table, axis=1)
@@ -115,9 +119,10 @@ def extend_checkpoint(checkpoint: str | Path, out: str | Path, config: Synthetic
         raise SyntheticError(f"{checkpoint}: no {EMBEDDING!r} in the weights: not an item-table model")
     weight = ckpt.state_dict[EMBEDDING].numpy()  # (n+1, d), row 0 padding
     real = weight.shape[0] - 1
-    table, counts, (s, c) = extend_table(weight[1:], ckpt.item_counts[1:], config.n_items, config.noise, config.seed)
-    padded = np.concatenate([weight[:1], table])
-    del table
+    padded = np.empty((config.n_items + 1, weight.shape[1]), dtype=np.float32)
+    padded[0] = weight[0]
+    _, counts, (s, c) = extend_table(weight[1:], ckpt.item_counts[1:], config.n_items, config.noise, config.seed,
+                                     out=padded[1:])
     raw = np.asarray(ckpt.raw_ids, dtype=np.int64)
     new_raw = np.arange(int(raw.max()) + 1, int(raw.max()) + 1 + config.n_items - real, dtype=np.int64)
     state = dict(ckpt.state_dict)
