@@ -145,6 +145,7 @@ def stage_index(args, work: Path) -> dict:
     t0 = time.perf_counter()
     exact = exact_positions(table, vectors, 20)
     rows = {"exact": {"HR@20": _hr20(exact, targets), "seconds_all_prefixes": round(time.perf_counter() - t0, 1)}}
+    tune_exact = exact_positions(table, tune, 20)
     flat = faiss.IndexFlatIP(table.shape[1])
     flat.add(table)
     rows["exact"]["query_ms_p50"] = round(float(np.median(query_latency_ms(flat, vectors[:50], max_calls=20))), 2)
@@ -152,13 +153,13 @@ def stage_index(args, work: Path) -> dict:
     del flat
     faiss.omp_set_num_threads(2)
     for kind in args.kinds.split(","):
-        spec = IndexSpec(kind=kind.removesuffix("+opq"), opq=kind.endswith("+opq"))
+        spec = IndexSpec(kind=kind.removesuffix("+opq"), opq=kind.endswith("+opq"), nlist=args.nlist)
         _log(f"faiss {kind}: build + tune")
         index, report = build_index(table, spec, tune_queries=tune, target_recall=0.95, progress=True)
         rows[kind] = {**report.to_dict(), "rss_gib_after_build": round(psutil.Process().memory_info().rss / 2**30, 2),
                       "at_target": {}}
         for target in [float(t) for t in args.targets.split(",")]:
-            value, tuned = retune(index, table, tune, target)
+            value, tuned = retune(index, table, tune, target, exact=tune_exact)
             _, found = index.search(vectors, 20)
             row = {"knob": value, "tune_recall": round(tuned, 4),
                    "held_out_recall_at_20": round(recall_at_k(index, table, vectors, 20, exact), 4),
@@ -259,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", required=True, help="synthetic checkpoints, repository, logs, results.json")
     parser.add_argument("--stages", default="build,index,serve,swap", help=f"comma-separated, of {','.join(STAGES)}")
     parser.add_argument("--kinds", default="ivf,ivfsq,ivfpq,ivfpq+opq", help="FAISS kinds for the index stage")
+    parser.add_argument("--nlist", type=int, help="index stage: IVF lists (default: the export's 4*sqrt(N))")
     parser.add_argument("--targets", default="0.95,0.99", help="index stage: recall@20 targets each kind is tuned to")
     parser.add_argument("--quality-sessions", type=int, default=500, help="export: prefixes per precision variant")
     parser.add_argument("--eval-prefixes", type=int, default=3000, help="index stage: held-out real test prefixes")
