@@ -27,6 +27,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--index", choices=["auto", "flat", "ivf", "ivfsq", "ivfpq", "hnsw"], default="auto",
                         help="FAISS index; auto = exact up to 200k items, IVF-Flat above, IVF with 8-bit codes once "
                              "IVF-Flat would pass 2 GiB (default auto)")
+    parser.add_argument("--target-recall", type=float, default=0.95,
+                        help="ANN indexes are tuned to at least this recall@20 vs exact on real session vectors "
+                             "(default 0.95; at 1M synthetic items 0.99 keeps HR@20 within 0.3 points of exact)")
     parser.add_argument("--quality-sessions", type=int, default=3000,
                         help="test prefixes scored over the full catalogue per precision variant (default 3000; "
                              "fewer makes large-catalogue exports faster)")
@@ -59,7 +62,7 @@ def run(args) -> int:
 
     options = ExportOptions(data=args.data, precision=args.precision, index=args.index,
                             keep_versions=args.keep_versions, max_k=args.max_k, candidate=args.candidate,
-                            quality_sessions=args.quality_sessions,
+                            quality_sessions=args.quality_sessions, target_recall=args.target_recall,
                             serving=ServingConfig(response_cache=args.response_cache))
     result = export_version(args.checkpoint, args.repository, options, progress=not args.quiet)
     m = result.manifest
