@@ -168,10 +168,19 @@ def stage_index(args, work: Path) -> dict:
             row["HR@20_loss_points"] = round(rows["exact"]["HR@20"] - row["HR@20"], 3)
             rows[kind]["at_target"][f"{target:g}"] = row
             _log(f"  {kind} @ {target:g}: {json.dumps(row)}")
+            _save_partial(work, "index", {"kinds": rows, "partial": True})
         _log(f"  {kind}: build {report.build_seconds} s, {report.index_bytes / 2**20:.0f} MiB, params {report.params}")
         del index
     return {"synthetic": synthetic, "prefixes": int(len(vectors)), "table_gib": round(table.nbytes / 2**30, 2),
             "process_rss_gib_before_indexes": round(del_rss / 2**30, 2), "kinds": rows}
+
+
+def _save_partial(work: Path, stage: str, value: dict) -> None:
+    """A long stage's results so far, in results.json under '<stage>_partial' (replaced when it ends)."""
+    path = work / "results.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    results[f"{stage}_partial"] = value
+    path.write_text(json.dumps(results, indent=2, default=str))
 
 
 def _stub_rss_gib(pid: int) -> dict:

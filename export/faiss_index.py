@@ -54,6 +54,10 @@ TUNE_K = 20
 # a larger M / efConstruction is the fix, not a longer search.
 MAX_EF_SEARCH = 1024
 DEFAULT_NPROBE = 16  # used when no tune queries are given
+# Tuning stops doubling when recall@20 gained less than this from the last doubling (at 64 or more):
+# 8-bit or PQ codes cap recall below a high target, and walking nprobe up to nlist then costs
+# minutes at 1M items for nothing.
+PLATEAU = 0.002
 DEFAULT_EF_SEARCH = 64  # used when no tune queries are given
 KINDS = ("flat", "ivf", "ivfsq", "ivfpq", "hnsw")
 # Above this many bytes of IVF-Flat codes (4·N·d) auto picks 8-bit scalar codes: 2 GiB is 5.4M
@@ -220,12 +224,19 @@ def query_latency_ms(
 
 def _tune(apply, start: int, maximum: int, recall_of, target: float) -> tuple[int, float]:
     """Smallest value in [start, maximum] whose recall reaches target (doubling, then bisection;
-    recall grows with nprobe and efSearch). Returns (value, recall); maximum if none reaches it."""
+    recall grows with nprobe and efSearch). Returns (value, recall); if none reaches it, the maximum or
+    the value where doubling stopped gaining recall (PLATEAU)."""
     value, failed = min(start, maximum), None
     recall = recall_of(value)
     while recall < target and value < maximum:
+        before = recall
         failed, value = value, min(2 * value, maximum)
         recall = recall_of(value)
+        if recall - before < PLATEAU and value >= 64:
+            break  # compressed codes cap recall below the target: more lists only cost time
+    if recall < target:
+        apply(value)
+        return value, recall
     if recall >= target and failed is not None:
         low, high, high_recall = failed, value, recall
         while high - low > 1:

@@ -138,3 +138,14 @@ def test_ivf_shards_keep_their_recall_when_merged():
     exact = faiss_index.exact_positions(items, queries[150:], 20) + 1
     recall = np.mean([len(np.intersect1d(a, b)) / 20 for a, b in zip(ids, exact)])
     assert recall >= 0.9
+
+
+def test_tuning_stops_where_compressed_codes_stop_gaining_recall():
+    calls, applied = [], []
+
+    def recall_of(value):  # a curve that levels off at 0.9, below the target
+        calls.append(value)
+        return min(0.9, 0.5 + value / 100)
+
+    value, recall = faiss_index._tune(applied.append, 1, 4000, recall_of, 0.95)
+    assert (value, recall) == (128, 0.9) and applied == [128] and max(calls) == 128  # not walked up to 4000
