@@ -19,11 +19,11 @@ import numpy as np
 
 
 def model_bytes(n: np.ndarray, d: int, kind: str) -> np.ndarray:
-    """Serving memory of one version beyond the stub's fixed base: encoder table (4d bytes an item,
+    """Serving memory of one version: the stub's base, the encoder table (4d bytes an item,
     onnxruntime's copy), FAISS codes + 8-byte ids, and 4 int64 arrays (raw ids twice, popularity,
     the preprocess id map)."""
     codes = {"ivf": 4 * d, "flat": 4 * d, "ivfsq": d, "ivfpq": d // 4}[kind]
-    return n * (4 * d + codes + 8 + 4 * 8)
+    return 0.15e9 + n * (4 * d + codes + 8 + 4 * 8)  # + the stub's base (python, onnxruntime, FAISS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     for kind, colour in (("ivf", "C0"), ("ivfsq", "C1")):
         ax.plot(grid, model_bytes(grid, d, kind) / 2**30, "--", color=colour, alpha=0.6,
                 label=f"model: one version, {kind} (encoder table + codes + ids)")
+    ax.plot(grid, (0.3e9 + 11 * 4 * grid * d) / 2**30, "--", color="C4", alpha=0.6,
+            label="model: export peak, 0.3 GB + 11 x the table (ratio measured at 1M)")
     stub = [(n, r["serve"]["memory_at_start"]["total_gib"]) for n, r in runs if "serve" in r]
     export = [(n, r["build"]["export"]["peak_rss_gib"]) for n, r in runs if "build" in r]
     if stub:
@@ -81,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
                 pts.append((n, row["query_ms_p50"] if kind == "exact" else row["at_target"]["0.95"]["query_ms_p50"]))
         if pts:
             ax.plot(*zip(*pts), "o-", color=colour, label=f"FAISS {kind}, batch 1" + ("" if kind == "exact" else " @ recall 0.95"))
+    rate = 2e9  # FLOP/s of one core, the 1M measurements' upper end (docs/LARGE_CATALOGUES.md)
+    for nprobe, style in ((7, ":"), (221, "-.")):
+        nlist = 4 * np.sqrt(grid)
+        ax.plot(grid, 1e3 * d * (nlist + nprobe * grid / nlist) / rate, style, color="C0", alpha=0.6,
+                label=f"model: IVF-Flat, nprobe {nprobe} (recall {'0.95' if nprobe == 7 else '0.99'} at 1M)")
+    ax.plot(grid, 1e3 * d * grid / rate, "--", color="k", alpha=0.5, label="model: exact scan d*N")
     for key, marker in (("p50", "s"), ("p95", "D")):
         pts = [(n, r["serve"]["rates"]["20"]["latency_ms"][key]) for n, r in runs if "serve" in r and "20" in r["serve"]["rates"]]
         if pts:
