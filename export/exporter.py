@@ -36,8 +36,9 @@ from sessionrec.errors import SessionrecError
 from sessionrec.export import repository as repo_lib
 from sessionrec.export.configs import MODELS, VERSIONED, ServingConfig, all_configs
 from sessionrec.export.faiss_index import IndexSpec, build_index, save_index
-from sessionrec.export.onnx_export import TrainedEncoder, check_parity, export_onnx
-from sessionrec.export.precision import FILES, PRECISIONS, measure_variants
+from sessionrec.export.onnx_export import (EXTERNAL_DATA_MIN_BYTES, TrainedEncoder, check_parity, data_file, export_onnx,
+                                           parameter_bytes)
+from sessionrec.export.precision import FILES, PRECISIONS, measure_variants, score_rows
 from sessionrec.serving.artifacts import MANIFEST, MANIFEST_FORMAT, sha256_file
 from sessionrec.serving.encoder import OnnxEncoder
 from sessionrec.serving.pipeline import LocalPipeline
@@ -63,6 +64,9 @@ class ExportOptions:
     canaries: int = 12  # real sessions replayed by `sessionrec serve` before it reports healthy
     one_click_k: int = 20  # the one-click answer table's K (sessionrec.serving.one_click); 0 = no table
     one_click_max_items: int = 200_000  # larger catalogues get no table (one request per item to build it)
+    # ONNX weights above this many bytes go to an external data file (protobuf's 2 GB limit; the
+    # item table of 10M items at d=100 is 4 GB); below it model.onnx is self-contained.
+    onnx_external_data_bytes: int = EXTERNAL_DATA_MIN_BYTES
     candidate: bool = False  # publish as the experiment's candidate (recommend_candidate), not live
     serving: ServingConfig = field(default_factory=ServingConfig)
 
@@ -234,7 +238,9 @@ def export_spec(spec: EncoderSpec, repository: str | Path, options: ExportOption
             d.mkdir(parents=True)
 
         try:
-            onnx_path = export_onnx(spec.module, dirs["session_encoder"] / FILES["fp32"], schema, spec.max_len, sessions)
+            external = parameter_bytes(spec.module) > options.onnx_external_data_bytes
+            onnx_path = export_onnx(spec.module, dirs["session_encoder"] / FILES["fp32"], schema, spec.max_len, sessions,
+                                    external_data=external)
         except OSError:
             raise  # disk full, permissions: the machine's problem, not the model's; reported as it is
         except Exception as exc:  # noqa: BLE001 - torch.onnx raises many kinds; one message names the step
@@ -260,11 +266,12 @@ def export_spec(spec: EncoderSpec, repository: str | Path, options: ExportOption
         for precision, file in FILES.items():  # keep only the served variant's file next to FP32
             if precision not in ("fp32", options.precision):
                 (dirs["session_encoder"] / file).unlink(missing_ok=True)
+                data_file(dirs["session_encoder"] / file).unlink(missing_ok=True)
         step("precision variants")
 
         tune = spec.encode([s[:-1] for s in sessions[:500]])
         index, index_report = build_index(table, IndexSpec(kind=options.index), tune_queries=tune,
-                                          target_recall=options.target_recall)
+                                          target_recall=options.target_recall, progress=progress)
         save_index(index, dirs["retrieval"] / "items.faiss")
         step("faiss index")
 
@@ -289,7 +296,8 @@ def export_spec(spec: EncoderSpec, repository: str | Path, options: ExportOption
             "model_config": {**spec.model_config, "max_len": spec.max_len, "dim": spec.dim},
             "serving": {"max_len": spec.max_len, "max_k": options.max_k, "dim": spec.dim,
                         "max_request_items": options.max_request_items, "precision": options.precision,
-                        "encoder_file": FILES[options.precision], "n_items": spec.n_items, "schema": schema.name},
+                        "encoder_file": FILES[options.precision], "n_items": spec.n_items, "schema": schema.name,
+                        "encoder_external_data": external},
             "serving_config": {k: v for k, v in asdict(options.serving).items() if k != "extra"},
             "export_options": {k: v for k, v in asdict(options).items() if k != "serving"},
             "libraries": library_versions(),
@@ -308,8 +316,9 @@ def export_spec(spec: EncoderSpec, repository: str | Path, options: ExportOption
         pipeline = LocalPipeline(staged, version)
         checked = parity_set[:200]
         served_top = [pipeline.recommend(raw_ids[np.asarray(s)].tolist(), 20).item_ids for s in checked]
-        ref = torch.from_numpy(spec.encode(checked)) @ torch.from_numpy(table).T
-        ref_top = raw_ids[(ref.topk(20, dim=1).indices + 1).numpy()]
+        ref_vectors, rows = torch.from_numpy(spec.encode(checked)), score_rows(table.shape[0])
+        ref_top = raw_ids[np.concatenate([(ref_vectors[i : i + rows] @ torch.from_numpy(table).T).topk(20, dim=1).indices.numpy()
+                                          for i in range(0, len(checked), rows)]) + 1]
         agreement = float(np.mean([len(np.intersect1d(a, b)) / 20 for a, b in zip(served_top, ref_top)]))
         floor = options.min_top20_agreement * (index_report.recall_at_20 or 1.0) - 0.01
         manifest["pipeline_check"] = {"sessions": len(served_top), "top20_agreement_vs_pytorch": agreement,

@@ -9,6 +9,12 @@ Three index kinds, all scoring by inner product (METRIC_INNER_PRODUCT):
 - flat: IndexFlatIP, exact. The default up to FLAT_MAX_ITEMS.
 - ivf:  IndexIVFFlat, nlist ≈ 4·sqrt(N) lists, nprobe tuned on sample queries to recall@20 >= 0.95.
         The default above FLAT_MAX_ITEMS.
+- ivfsq: IndexIVFScalarQuantizer with 8-bit codes (d bytes an item instead of 4d), nprobe tuned the
+        same way. The default when IVF-Flat's codes would exceed IVF_FLAT_MAX_BYTES (10M items at
+        d=100: 1 GB of codes instead of 4 GB): what fits beside the server.
+- ivfpq: IndexIVFPQ (m = d/4 sub-quantizers of 8 bits: d/4 bytes an item), optionally behind an
+        OPQ rotation (IndexSpec.opq), nprobe tuned the same way. Only on request: at recall@20 0.95
+        it needs a re-rank the 8-bit scalar codes do not (docs/BENCHMARKS.md, large catalogues).
 - hnsw: IndexHNSWFlat, M=32, efSearch tuned the same way. Only on request (see choose_kind).
 
 Tuned search parameters are set on the index itself (IVF `nprobe`, HNSW `hnsw.efSearch`), which
@@ -33,6 +39,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from tqdm import tqdm
 
 from sessionrec.errors import SessionrecError
 
@@ -47,16 +54,26 @@ TUNE_K = 20
 # a larger M / efConstruction is the fix, not a longer search.
 MAX_EF_SEARCH = 1024
 DEFAULT_NPROBE = 16  # used when no tune queries are given
+# Tuning stops doubling when recall@20 gained less than this from the last doubling (at 64 or more):
+# 8-bit or PQ codes cap recall below a high target, and walking nprobe up to nlist then costs
+# minutes at 1M items for nothing.
+PLATEAU = 0.002
 DEFAULT_EF_SEARCH = 64  # used when no tune queries are given
-KINDS = ("flat", "ivf", "hnsw")
+KINDS = ("flat", "ivf", "ivfsq", "ivfpq", "hnsw")
+# Above this many bytes of IVF-Flat codes (4·N·d) auto picks 8-bit scalar codes: 2 GiB is 5.4M
+# items at d=100; the serving stub holds the index once per loaded version (two during a switch).
+IVF_FLAT_MAX_BYTES = 2 << 30
+ADD_CHUNK = 100_000  # vectors added per call, one progress-bar tick each
 
 
 class FaissIndexError(SessionrecError, ValueError):
     """An index file cannot be used; the message names the file and the problem."""
 
 
-def choose_kind(n_items: int, flat_max_items: int = FLAT_MAX_ITEMS) -> str:
-    """'flat' up to flat_max_items, 'ivf' above.
+def choose_kind(n_items: int, flat_max_items: int = FLAT_MAX_ITEMS, dim: int = 100,
+                ivf_flat_max_bytes: int = IVF_FLAT_MAX_BYTES) -> str:
+    """'flat' up to flat_max_items, 'ivf' above, 'ivfsq' once IVF-Flat's 4·N·d bytes of codes exceed
+    ivf_flat_max_bytes.
 
     Why IVF and not HNSW above the threshold, at 1M items, d=100, on 2 CPU cores:
     /work/shared/TRITON-ON-CPU.md measured IVF build ~10 s, query 0.2-0.9 ms against HNSW build
@@ -67,7 +84,15 @@ def choose_kind(n_items: int, flat_max_items: int = FLAT_MAX_ITEMS) -> str:
     """
     if n_items < 1:
         raise ValueError(f"n_items must be >= 1, got {n_items}")
-    return "flat" if n_items <= flat_max_items else "ivf"
+    if n_items <= flat_max_items:
+        return "flat"
+    return "ivf" if 4 * n_items * dim <= ivf_flat_max_bytes else "ivfsq"
+
+
+def choice_rule(flat_max_items: int = FLAT_MAX_ITEMS, ivf_flat_max_bytes: int = IVF_FLAT_MAX_BYTES) -> str:
+    """The auto rule in words, recorded in the manifest next to the kind it chose."""
+    return (f"auto: flat up to {flat_max_items} items; ivf (IVF-Flat) up to {ivf_flat_max_bytes} bytes of "
+            f"float32 codes (4*N*d); ivfsq (IVF, 8-bit scalar codes) above")
 
 
 def ivf_nlist(n_items: int) -> int:
@@ -97,6 +122,8 @@ class IndexSpec:
     # (points per list / iterations) all tune to the same nprobe with held-out recall@20 0.96-0.97,
     # building in 4.4, 6.1, 15.6 and 17.8 s.
     kmeans_iterations: int = 10
+    pq_m: int | None = None  # ivfpq sub-quantizers (d must be a multiple); None = d/4 (one byte each)
+    opq: bool = False  # ivfpq behind an OPQ rotation (learned; helps PQ on correlated dimensions)
 
 
 @dataclass
@@ -111,6 +138,7 @@ class IndexReport:
     recall_at_20: float | None  # vs exact, on the tune queries; 1.0 for flat; None if not measured
     tune_seconds: float = 0.0
     threads: int = field(default_factory=faiss.omp_get_max_threads)
+    chosen_by: str = ""  # the auto rule when kind was chosen by size, else "requested"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -196,12 +224,19 @@ def query_latency_ms(
 
 def _tune(apply, start: int, maximum: int, recall_of, target: float) -> tuple[int, float]:
     """Smallest value in [start, maximum] whose recall reaches target (doubling, then bisection;
-    recall grows with nprobe and efSearch). Returns (value, recall); maximum if none reaches it."""
+    recall grows with nprobe and efSearch). Returns (value, recall); if none reaches it, the maximum or
+    the value where doubling stopped gaining recall (PLATEAU)."""
     value, failed = min(start, maximum), None
     recall = recall_of(value)
     while recall < target and value < maximum:
+        before = recall
         failed, value = value, min(2 * value, maximum)
         recall = recall_of(value)
+        if recall - before < PLATEAU and value >= 64:
+            break  # compressed codes cap recall below the target: more lists only cost time
+    if recall < target:
+        apply(value)
+        return value, recall
     if recall >= target and failed is not None:
         low, high, high_recall = failed, value, recall
         while high - low > 1:
@@ -216,12 +251,57 @@ def _tune(apply, start: int, maximum: int, recall_of, target: float) -> tuple[in
     return value, recall
 
 
+def _ivf(index: faiss.Index):
+    """The IVF index itself (also inside an OPQ IndexPreTransform), or None (flat, HNSW)."""
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
 def _set_search_knob(index: faiss.Index, value: int) -> None:
     """IVF nprobe or HNSW efSearch, set on the index so that faiss.write_index stores it."""
-    if isinstance(index, faiss.IndexIVF):
-        index.nprobe = value
+    ivf = _ivf(index)
+    if ivf is not None:
+        ivf.nprobe = value
     else:
         index.hnsw.efSearch = value
+
+
+def _new_ivf(kind: str, d: int, nlist: int, spec: IndexSpec) -> faiss.Index:
+    quantizer = faiss.IndexFlatIP(d)
+    if kind == "ivf":
+        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    elif kind == "ivfsq":
+        index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit,
+                                              faiss.METRIC_INNER_PRODUCT)
+    else:
+        m = spec.pq_m or max(1, d // 4)
+        if d % m:
+            raise ValueError(f"ivfpq: d={d} is not a multiple of pq_m={m}")
+        index = faiss.IndexIVFPQ(quantizer, d, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+    index.cp.max_points_per_centroid = spec.train_points_per_list  # faiss samples this many
+    index.cp.niter = spec.kmeans_iterations
+    if kind == "ivfpq" and spec.opq:
+        index = faiss.IndexPreTransform(faiss.OPQMatrix(d, index.pq.M), index)
+    return index
+
+
+def retune(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray, target_recall: float,
+           exact: np.ndarray | None = None) -> tuple[int, float]:
+    """Set an ANN index's nprobe / efSearch to the smallest value whose recall@20 on `queries` reaches
+    target_recall (its maximum if none does); returns (value, recall). Flat: (0, 1.0)."""
+    ivf = _ivf(index)
+    if ivf is None and not hasattr(index, "hnsw"):
+        return 0, 1.0
+    exact = exact_positions(vectors, queries, TUNE_K) if exact is None else exact
+    floor, maximum = (1, ivf.nlist) if ivf is not None else (TUNE_K, MAX_EF_SEARCH)
+
+    def recall_of(value: int) -> float:
+        _set_search_knob(index, value)
+        return _recall(index.search(queries, TUNE_K)[1], exact)
+
+    return _tune(lambda v: _set_search_knob(index, v), floor, maximum, recall_of, target_recall)
 
 
 def build_index(
@@ -229,6 +309,7 @@ def build_index(
     spec: IndexSpec | None = None,
     tune_queries: np.ndarray | None = None,
     target_recall: float = 0.95,
+    progress: bool = False,
 ) -> tuple[faiss.Index, IndexReport]:
     """Build an inner-product index over item vectors (N, d) float32; row r is model id r + 1.
 
@@ -241,7 +322,7 @@ def build_index(
     n, d = vectors.shape
     if not np.isfinite(vectors).all():
         raise ValueError("vectors contain NaN or inf: the item table is not servable")
-    kind = choose_kind(n) if spec.kind == "auto" else spec.kind
+    kind = choose_kind(n, dim=d) if spec.kind == "auto" else spec.kind
     if kind not in KINDS:
         raise ValueError(f"unknown index kind {kind!r}; expected 'auto' or one of {KINDS}")
     queries = None if tune_queries is None else _as_matrix(tune_queries, "tune_queries", d)
@@ -249,24 +330,29 @@ def build_index(
     t0 = time.perf_counter()
     if kind == "flat":
         index = faiss.IndexFlatIP(d)
-    elif kind == "ivf":
+    elif kind in ("ivf", "ivfsq", "ivfpq"):
         nlist = min(spec.nlist or ivf_nlist(n), n)
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.max_points_per_centroid = spec.train_points_per_list  # faiss samples this many
-        index.cp.niter = spec.kmeans_iterations
-        index.train(vectors)
+        index = _new_ivf(kind, d, nlist, spec)
+        # k-means samples train_points_per_list x nlist rows anyway; passing only a sample keeps
+        # the PQ / OPQ / SQ trainers (which would use every row) bounded too
+        sample = min(n, max(nlist * spec.train_points_per_list, 65_536))
+        picked = np.sort(np.random.default_rng(0).choice(n, size=sample, replace=False)) if sample < n else slice(None)
+        index.train(vectors[picked])
     else:
         index = faiss.IndexHNSWFlat(d, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = spec.ef_construction
-    index.add(vectors)
+    with tqdm(total=n, desc=f"faiss {kind}: add", unit="item", unit_scale=True, disable=not progress) as bar:
+        for start in range(0, n, ADD_CHUNK):
+            index.add(vectors[start : start + ADD_CHUNK])
+            bar.update(min(ADD_CHUNK, n - start))
     build_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     recall: float | None = 1.0 if kind == "flat" else None
     if kind != "flat":
         # the knob's value without tune queries, where tuning starts, and its maximum
-        if kind == "ivf":
-            default, floor, maximum = spec.nprobe or DEFAULT_NPROBE, spec.nprobe or 1, index.nlist
+        if kind != "hnsw":
+            default, floor, maximum = spec.nprobe or DEFAULT_NPROBE, spec.nprobe or 1, _ivf(index).nlist
         else:
             default, floor = spec.ef_search or DEFAULT_EF_SEARCH, spec.ef_search or TUNE_K
             maximum = MAX_EF_SEARCH
@@ -280,10 +366,15 @@ def build_index(
                 return _recall(index.search(queries, TUNE_K)[1], exact)
 
             _, recall = _tune(lambda v: _set_search_knob(index, v), floor, maximum, recall_of, target_recall)
-    if kind == "ivf":
-        params = {"nlist": int(index.nlist), "nprobe": int(index.nprobe),
+    if kind in ("ivf", "ivfsq", "ivfpq"):
+        ivf = _ivf(index)
+        params = {"nlist": int(ivf.nlist), "nprobe": int(ivf.nprobe),
                   "train_points_per_list": spec.train_points_per_list,
                   "kmeans_iterations": spec.kmeans_iterations}
+        if kind == "ivfsq":
+            params["codes"] = "8-bit scalar"
+        if kind == "ivfpq":
+            params.update({"pq_m": int(faiss.downcast_index(ivf).pq.M), "pq_bits": 8, "opq": spec.opq})
     elif kind == "hnsw":
         params = {"M": spec.hnsw_m, "ef_construction": int(index.hnsw.efConstruction),
                   "ef_search": int(index.hnsw.efSearch)}
@@ -302,6 +393,7 @@ def build_index(
         query_ms_p50=round(float(np.median(query_latency_ms(index, latency_queries))), 4),
         recall_at_20=recall,
         tune_seconds=round(tune_seconds, 3),
+        chosen_by=choice_rule() if spec.kind == "auto" else "requested",
     )
     return index, report
 

@@ -36,11 +36,31 @@ class TrainedEncoder(nn.Module):
         return self.model.encode(*inputs, table=self.table)
 
 
-def export_onnx(module: nn.Module, path: str | Path, schema: InputSchema, max_len: int,
-                example_sessions: list[list[int]]) -> Path:
-    """Write a single self-contained ONNX file (no external data) with dynamic B and L.
+# Above this many bytes of weights the ONNX file keeps its initializers in an external data file
+# (`model.onnx.data` next to it): one protobuf message cannot exceed 2 GB, and the item table of a
+# 10M-item catalogue at d=100 alone is 4 GB. Below it the file stays self-contained (one artifact).
+EXTERNAL_DATA_MIN_BYTES = 1 << 30
 
-    Inputs are named and ordered as the schema declares (the Triton configs use the same names)."""
+
+def data_file(path: str | Path) -> Path:
+    """The external data file of an ONNX file written with external data (may not exist)."""
+    path = Path(path)
+    return path.with_name(path.name + ".data")
+
+
+def parameter_bytes(module: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
+def export_onnx(module: nn.Module, path: str | Path, schema: InputSchema, max_len: int,
+                example_sessions: list[list[int]], external_data: bool | None = None) -> Path:
+    """Write an ONNX file with dynamic B and L; inputs named and ordered as the schema declares (the
+    Triton configs use the same names).
+
+    external_data: None = only when the weights exceed EXTERNAL_DATA_MIN_BYTES; then the
+    initializers go to data_file(path) (onnxruntime finds it next to the model file)."""
+    if external_data is None:
+        external_data = parameter_bytes(module) > EXTERNAL_DATA_MIN_BYTES
     path = Path(path)
     arrays = schema.batch(example_sessions[:4] or [[1]], max_len)
     args = tuple(torch.from_numpy(arrays[name]) for name in schema.input_names)
@@ -64,7 +84,9 @@ def export_onnx(module: nn.Module, path: str | Path, schema: InputSchema, max_le
             external_data=False,
             verbose=False,
         )
-    program.save(str(path), external_data=False)
+    program.save(str(path), external_data=external_data)
+    if external_data and data_file(path).is_file() is False:
+        raise RuntimeError(f"{path}: the exporter wrote no external data file {data_file(path).name}")
     import onnx
 
     onnx.checker.check_model(str(path), full_check=True)
@@ -94,8 +116,11 @@ def check_parity(
     batch_size: int = 256,
 ) -> ParityReport:
     """Session vectors and full-catalogue top-20 of the exported encoder vs PyTorch on real sessions."""
+    from sessionrec.export.precision import score_rows
+
     spec.module.eval()
     table = torch.from_numpy(spec.item_table)  # (N, d)
+    batch_size = min(batch_size, score_rows(table.shape[0]))  # bounded (B, N) score blocks at any N
     diffs, agree = [], []
     for start in range(0, len(sessions), batch_size):
         chunk = sessions[start : start + batch_size]

@@ -39,22 +39,38 @@ def write_variant(fp32_path: Path, precision: str) -> Path:
         return fp32_path
     import onnx
 
+    from sessionrec.export.onnx_export import data_file
+
+    external = data_file(fp32_path).is_file()  # a large table: the variant keeps its weights outside too
     if precision == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
         model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
-        onnx.save(model, str(target))
+        if external:
+            onnx.save(model, str(target), save_as_external_data=True, all_tensors_to_one_file=True,
+                      location=data_file(target).name)
+        else:
+            onnx.save(model, str(target))
+        del model
         # The converter's inserted input casts leave the node list out of topological order, which
         # onnx.checker rejects but onnxruntime accepts (it sorts on load): validated by loading it.
         return target
     elif precision == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(str(fp32_path), str(target), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(fp32_path), str(target), weight_type=QuantType.QInt8, use_external_data_format=external)
+        if external and not data_file(target).is_file():  # the quantizer names its data file after the model's
+            raise RuntimeError(f"{target}: quantize_dynamic wrote no external data file {data_file(target).name}")
     else:
         raise ValueError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
     onnx.checker.check_model(str(target))
     return target
+
+
+def score_rows(n_items: int, budget: int = 64 << 20) -> int:
+    """Sessions per full-catalogue scoring block: a (rows, N) float32 block stays under `budget`
+    floats (256 MB), so exact scoring of a 10M-item catalogue runs in bounded memory."""
+    return max(1, min(256, budget // max(1, n_items)))
 
 
 def encoder_latency_ms(encoder: OnnxEncoder, sessions: list[list[int]], max_len: int, batch: int, repeats: int = 30,
@@ -82,17 +98,20 @@ def measure_variants(
     schema: str = DEFAULT_SCHEMA,
 ) -> dict[str, dict]:
     """{precision: {file, HR@20, MRR@20, top20_agreement_vs_fp32, latency_ms_b1, latency_ms_b64}}."""
+    from sessionrec.export.onnx_export import data_file
+
     results, reference = {}, None
     for precision in precisions:
         path = write_variant(onnx_fp32, precision)
         encoder = OnnxEncoder(path, threads=1)
         metrics = RankingMetrics(item_table.shape[0], train_counts)
         tops = []
-        for start in range(0, len(prefixes), 256):
-            inputs = get_schema(schema).batch(prefixes[start : start + 256], max_len)
+        rows = score_rows(item_table.shape[0])
+        for start in range(0, len(prefixes), rows):
+            inputs = get_schema(schema).batch(prefixes[start : start + rows], max_len)
             scores = encoder(inputs) @ item_table.T  # (B, N)
             top = top20(scores) + 1
-            metrics.update(top, targets[start : start + 256])
+            metrics.update(top, targets[start : start + rows])
             tops.append(top)
         top_all = np.concatenate(tops)
         if reference is None:
@@ -106,6 +125,6 @@ def measure_variants(
             "top20_agreement_vs_fp32": agreement,
             "latency_ms_b1": encoder_latency_ms(encoder, prefixes, max_len, 1, schema=schema),
             "latency_ms_b64": encoder_latency_ms(encoder, prefixes, max_len, 64, repeats=10, schema=schema),
-            "bytes": path.stat().st_size,
+            "bytes": path.stat().st_size + (data_file(path).stat().st_size if data_file(path).is_file() else 0),
         }
     return results

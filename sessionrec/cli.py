@@ -14,6 +14,7 @@
     sessionrec experiment analyze EVENTS     A/B readout: SRM gate, z-test, delta method, mSPRT
     sessionrec ingest --redis URL --out DIR  events -> click log for the next retrain
     sessionrec rollout --prometheus URL ...  canary: ramp the candidate, roll back or promote
+    sessionrec synthesize-catalogue CKPT --items N --out F   catalogue extended to N synthetic items
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ COMMANDS = [
     "sessionrec.commands.experiment_cmd",
     "sessionrec.commands.ingest_cmd",
     "sessionrec.commands.rollout_cmd",
+    "sessionrec.commands.synthesize_cmd",
 ]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
