@@ -5,6 +5,8 @@ retrieval/<N>), or from <N>/steps/ where the Helm chart moves them, each verifie
 manifest's checksums, and answers the ensemble's outputs.
 """
 
+import json
+
 import triton_python_backend_utils as pb_utils
 
 from sessionrec.serving import triton_io as io  # light: the heavy imports happen in load() below
@@ -41,7 +43,8 @@ class TritonPythonModel:
         from sessionrec.serving.artifacts import read_manifest
 
         self.monitor = signals.for_step(self.pipeline, args["model_version"],
-                                        read_manifest(root / "preprocess" / args["model_version"]), pb_utils)
+                                        read_manifest(root / "preprocess" / args["model_version"]),
+                                        json.loads(args["model_config"]), pb_utils)
 
     def execute(self, requests):
         # Triton rejects a request missing a required input before it gets here.

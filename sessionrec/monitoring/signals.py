@@ -175,8 +175,11 @@ def spec_from_version(version: str, id_map, popularity: np.ndarray, manifest: di
 
 
 class ServingMonitor:
-    def __init__(self, spec: MonitorSpec, sink: Sink, clock=time.monotonic) -> None:
+    def __init__(self, spec: MonitorSpec, sink: Sink, clock=time.monotonic, skip_batches: int = 0) -> None:
         self.spec, self.sink, self.clock = spec, sink, clock
+        # Triton's model_warmup requests (all-zero ITEMS) go through execute before the version is
+        # READY: the first `skip_batches` batches are not traffic and are not counted.
+        self.skip_batches = skip_batches
         self.buckets = item_buckets(spec.popularity, len(spec.reference_share))
         self.n_buckets = len(spec.reference_share)
         self.score_edges = np.asarray(spec.score_edges, dtype=np.float64)
@@ -186,6 +189,11 @@ class ServingMonitor:
         self._last_flush = clock()
         self._handles: dict[tuple, object] = {}
         label = {"model_version": spec.version}
+        # Every input bucket's series exists from load (at 0): a bucket live traffic never hits is
+        # still a term of the PSI rule (a missing series would silently drop it).
+        for b in [str(b) for b in range(self.n_buckets)] + ["unknown"]:
+            key = ("sessionrec_input_clicks_total", "bucket", b)
+            self._handles[key] = sink.counter(key[0], DESCRIPTIONS[key[0]], {**label, "bucket": b})
         for b, share in enumerate(spec.reference_share):
             sink.gauge("sessionrec_reference_click_share", "Training share of each popularity bucket (PSI reference)",
                        {**label, "bucket": str(b)}).set(float(share))
@@ -239,6 +247,9 @@ class ServingMonitor:
 
     def observe_step(self, requests, outs) -> None:
         """The fused step's batch: StepRequests and their StepAnswers or errors (sessionrec.serving.stateful)."""
+        if self.skip_batches > 0:
+            self.skip_batches -= 1
+            return
         for request, out in zip(requests, outs):
             if isinstance(out, Exception):
                 self.observe_error()
@@ -329,9 +340,15 @@ DESCRIPTIONS = {
 }
 
 
-def for_step(pipeline, version: str, manifest: dict, pb_utils, environ=None) -> ServingMonitor | None:
+def for_step(pipeline, version: str, manifest: dict, model_config: dict, pb_utils,
+             environ=None) -> ServingMonitor | None:
     """The fused step's monitor (None when SESSIONREC_MONITORING=off)."""
     if not monitoring_enabled(environ):
         return None
     spec = spec_from_version(version, pipeline.preprocessor.id_map, pipeline.retriever.popularity, manifest)
-    return ServingMonitor(spec, TritonSink(pb_utils))
+    return ServingMonitor(spec, TritonSink(pb_utils), skip_batches=warmup_batches(model_config))
+
+
+def warmup_batches(model_config: dict) -> int:
+    """How many execute calls Triton's model_warmup makes before serving (one per sample and count)."""
+    return sum(max(1, int(w.get("count", 1) or 1)) for w in model_config.get("model_warmup", []))

@@ -155,3 +155,23 @@ def test_switch_reads_the_environment():
 def test_a_version_exported_before_monitoring_gets_its_reference_recomputed():
     spec = spec_from_version("1", IdMap(RAW), COUNTS, {})
     assert spec.reference_share == bucket_reference(COUNTS)["click_share"] and spec.score_edges == []
+
+
+def test_triton_warmup_batches_are_not_counted():
+    from sessionrec.monitoring.signals import warmup_batches
+
+    config = {"model_warmup": [{"name": "one", "batch_size": 1}, {"name": "big", "batch_size": 64, "count": 2}]}
+    assert warmup_batches(config) == 3 and warmup_batches({}) == 0
+    clock = Clock()
+    spec = MonitorSpec("3", IdMap(RAW), COUNTS, bucket_reference(COUNTS)["click_share"])
+    sink = MemorySink()
+    m = ServingMonitor(spec, sink, clock=clock, skip_batches=1)
+    request = [StepRequest(np.array([[0] * 4]), np.array([[2]]), np.array([[False]]))]
+    out = [StepAnswer(answer([101, 102], [1.0, 0.5], unknown=4, fallback=True), np.array([[4]], np.int32),
+                      np.array([[b"not_stored"]], dtype=object))]
+    m.observe_step(request, out)  # the warm-up
+    m.observe_step(request, out)  # traffic
+    m.flush()
+    assert sink.get("sessionrec_sessions_total", model_version="3") == 1
+    # every input bucket exists from load, at zero
+    assert ("sessionrec_input_clicks_total", (("bucket", "5"), ("model_version", "3"))) in sink.values
