@@ -43,8 +43,8 @@ class TritonPythonModel:
         from sessionrec.serving.artifacts import read_manifest
 
         self.monitor = signals.for_step(self.pipeline, args["model_version"],
-                                        read_manifest(root / "preprocess" / args["model_version"]),
-                                        json.loads(args["model_config"]), pb_utils)
+                                        read_manifest(root / "preprocess" / args["model_version"]), pb_utils,
+                                        model_config=json.loads(args["model_config"]))
 
     def execute(self, requests):
         # Triton rejects a request missing a required input before it gets here.

@@ -340,13 +340,14 @@ DESCRIPTIONS = {
 }
 
 
-def for_step(pipeline, version: str, manifest: dict, model_config: dict, pb_utils,
-             environ=None) -> ServingMonitor | None:
-    """The fused step's monitor (None when SESSIONREC_MONITORING=off)."""
+def for_step(pipeline, version: str, manifest: dict, pb_utils, environ=None,
+             model_config: dict | None = None) -> ServingMonitor | None:
+    """The fused step's monitor (None when SESSIONREC_MONITORING=off). A version's model.py is copied
+    at export and calls the library installed with the server: keep this signature compatible."""
     if not monitoring_enabled(environ):
         return None
     spec = spec_from_version(version, pipeline.preprocessor.id_map, pipeline.retriever.popularity, manifest)
-    return ServingMonitor(spec, TritonSink(pb_utils), skip_batches=warmup_batches(model_config))
+    return ServingMonitor(spec, TritonSink(pb_utils), skip_batches=warmup_batches(model_config or {}))
 
 
 def warmup_batches(model_config: dict) -> int:
