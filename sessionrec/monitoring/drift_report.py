@@ -40,8 +40,8 @@ def drift_report(events: list[dict], repository: str | Path, sample: int = 100_0
         raw = np.asarray(raw, dtype=np.int64)
         if raw.size > sample:
             raw = raw[rng.choice(raw.size, size=sample, replace=False)]
-        popularity = np.load(folder / "popularity.npy")
-        id_map = IdMap(np.load(folder / "item_ids.npy"))
+        popularity = np.load(folder / "popularity.npy", allow_pickle=False)
+        id_map = IdMap(np.load(folder / "item_ids.npy", allow_pickle=False))
         reference = (read_manifest(folder).get("monitoring") or {}).get("popularity_buckets") or bucket_reference(popularity)
         model = id_map.to_model(raw)
         known = model[model > 0]
