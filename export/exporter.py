@@ -39,6 +39,7 @@ from sessionrec.export.faiss_index import IndexSpec, build_index, save_index
 from sessionrec.export.onnx_export import (EXTERNAL_DATA_MIN_BYTES, TrainedEncoder, check_parity, data_file, export_onnx,
                                            parameter_bytes)
 from sessionrec.export.precision import FILES, PRECISIONS, measure_variants, score_rows
+from sessionrec.monitoring.reference import monitoring_reference
 from sessionrec.serving.artifacts import MANIFEST, MANIFEST_FORMAT, sha256_file
 from sessionrec.serving.encoder import OnnxEncoder
 from sessionrec.serving.pipeline import LocalPipeline
@@ -315,7 +316,8 @@ def export_spec(spec: EncoderSpec, repository: str | Path, options: ExportOption
         # The staged version through the served code path: checksums, preprocess, ORT, FAISS.
         pipeline = LocalPipeline(staged, version)
         checked = parity_set[:200]
-        served_top = [pipeline.recommend(raw_ids[np.asarray(s)].tolist(), 20).item_ids for s in checked]
+        served = [pipeline.recommend(raw_ids[np.asarray(s)].tolist(), 20) for s in checked]
+        served_top = [answer.item_ids for answer in served]
         ref_vectors, rows = torch.from_numpy(spec.encode(checked)), score_rows(table.shape[0])
         ref_top = raw_ids[np.concatenate([(ref_vectors[i : i + rows] @ torch.from_numpy(table).T).topk(20, dim=1).indices.numpy()
                                           for i in range(0, len(checked), rows)]) + 1]
@@ -327,6 +329,9 @@ def export_spec(spec: EncoderSpec, repository: str | Path, options: ExportOption
             raise ExportError(
                 f"served-path check failed: top-20 agreement with PyTorch {agreement:.4f} < {floor:.4f}; refusing to publish"
             )
+        # The monitoring reference (sessionrec.monitoring): training-popularity buckets and the served
+        # top scores' deciles on test sessions, what live traffic's drift is measured against.
+        manifest["monitoring"] = monitoring_reference(counts, [float(a.scores[0]) for a in served])
         manifest["canaries"] = _canaries(pipeline, raw_ids, sessions, options.canaries)
         manifest["one_click"] = _one_click_table(pipeline, raw_ids, sessions, options, dirs["retrieval"], staged, manifest)
         # The same canaries through recommend_session's step code (no Redis: answered from ITEMS);

@@ -41,6 +41,7 @@ COMMANDS = [
     "sessionrec.commands.ingest_cmd",
     "sessionrec.commands.rollout_cmd",
     "sessionrec.commands.synthesize_cmd",
+    "sessionrec.commands.monitor_cmd",
 ]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2

@@ -5,6 +5,8 @@ retrieval/<N>), or from <N>/steps/ where the Helm chart moves them, each verifie
 manifest's checksums, and answers the ensemble's outputs.
 """
 
+import json
+
 import triton_python_backend_utils as pb_utils
 
 from sessionrec.serving import triton_io as io  # light: the heavy imports happen in load() below
@@ -35,6 +37,14 @@ class TritonPythonModel:
         from sessionrec.serving import history, stateful
 
         self.history, self.stateful, self.event = history.for_model(lambda k, d: io.parameter(args, k, d)), stateful, history.ClickEvent
+        # Drift and quality signals, aggregated here and flushed at most once a second through
+        # Triton's custom metrics; None when the server's environment has SESSIONREC_MONITORING=off.
+        from sessionrec.monitoring import signals
+        from sessionrec.serving.artifacts import read_manifest
+
+        self.monitor = signals.for_step(self.pipeline, args["model_version"],
+                                        read_manifest(root / "preprocess" / args["model_version"]), pb_utils,
+                                        model_config=json.loads(args["model_config"]))
 
     def execute(self, requests):
         # Triton rejects a request missing a required input before it gets here.
@@ -44,7 +54,11 @@ class TritonPythonModel:
             batch.append(self.stateful.StepRequest(io.optional_array(pb_utils, r, "ITEMS"), io.input_array(pb_utils, r, "K"),
                                                    io.input_array(pb_utils, r, "EXCLUDE_SEEN"), event))
         responses = []
-        for request, out in zip(requests, self.stateful.recommend_with_history(self.pipeline, self.history, batch)):
+        outs = self.stateful.recommend_with_history(self.pipeline, self.history, batch)
+        if self.monitor is not None:
+            self.monitor.observe_step(batch, outs)
+            self.monitor.maybe_flush()
+        for request, out in zip(requests, outs):
             if isinstance(out, Exception):
                 responses.append(io.error_response(pb_utils, str(out)))
                 continue
@@ -54,3 +68,9 @@ class TritonPythonModel:
                 "FALLBACK": answer.fallback, "HISTORY_LENGTH": out.history_length,
                 "HISTORY_STATE": out.history_state}, self.dtypes, io.requested_outputs(request)))
         return responses
+
+    def finalize(self):
+        # Metrics before their families (signals.TritonSink.close): the unload-time crash of custom metrics.
+        if getattr(self, "monitor", None) is not None:
+            self.monitor.close()
+            self.monitor = None
