@@ -23,6 +23,8 @@ run recipe $recipe
 # The same comparison on a second, earlier validation period (the tail before the newest one).
 run base-cut2 --valid-cut 2
 run recipe-cut2 $recipe --valid-cut 2
+run pos-reverse-cut2 --position reverse --valid-cut 2
+run batch512-cut2 --batch-size 512 --lr 3e-3 --valid-cut 2
 ens ens-base-rev $OUT/base/best.pt $OUT/pos-reverse/best.pt
 ens ens-rev-b512 $OUT/pos-reverse/best.pt $OUT/batch512/best.pt
 # Test-split numbers of the selected checkpoints, for reporting only (nothing above read the test set).
