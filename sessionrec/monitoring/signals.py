@@ -33,6 +33,7 @@ from typing import Protocol
 import numpy as np
 
 from sessionrec.monitoring.reference import N_BUCKETS, item_buckets
+from sessionrec.serving.history import CANARY_PREFIX, ClickEvent
 
 # Monitoring in the serving step: on unless the server's environment says off (read by the stub at
 # load, like SESSIONREC_LOAD_NICENESS, so an operator turns it off without a new export).
@@ -256,6 +257,8 @@ class ServingMonitor:
                 continue
             answer = out.answer
             event = request.event
+            if isinstance(event, ClickEvent) and event.session_id.startswith(CANARY_PREFIX):
+                continue  # the server's own canary replays (start, switch) are not guest traffic
             if event is None:
                 self.observe_clicks(np.asarray(request.items)[:, -1])
             else:

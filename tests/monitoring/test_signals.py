@@ -175,3 +175,23 @@ def test_triton_warmup_batches_are_not_counted():
     assert sink.get("sessionrec_sessions_total", model_version="3") == 1
     # every input bucket exists from load, at zero
     assert ("sessionrec_input_clicks_total", (("bucket", "5"), ("model_version", "3"))) in sink.values
+
+
+
+def test_canary_replays_are_not_counted_as_guest_traffic():
+    """The server's own canary sessions (history.CANARY_PREFIX ids, replayed at start and at every
+    switch) must not move the drift, state or quality series."""
+    from sessionrec.serving.history import CANARY_PREFIX
+
+    m, sink, clock = monitor()
+    state = lambda s: np.array([[s.encode()]], dtype=object)  # noqa: E731
+    requests = [
+        StepRequest(None, np.array([[2]]), np.array([[False]]), ClickEvent(CANARY_PREFIX + b"v1:n:0:click", np.array([120]), 1)),
+        StepRequest(None, np.array([[2]]), np.array([[False]]), ClickEvent(b"guest", np.array([120]), 1)),
+    ]
+    outs = [StepAnswer(answer([101, 103], [0.5, 0.1]), np.array([[1]], np.int32), state("stored"))] * 2
+    m.observe_step(requests, outs)
+    clock.now = 1.0
+    m.flush()
+    assert sink.get("sessionrec_history_state_total", model_version="3", state="stored") == 1
+    assert sink.get("sessionrec_sessions_total", model_version="3") == 1
