@@ -6,8 +6,9 @@ gRPC header (tritonserver makes its request span a child of it) and a request id
     client = RecommendClient(url, tracer=trace.get_tracer("shop"))   # the app's own TracerProvider
 
 Off (`tracer=None`, the default) the client does no tracing work at all. The app's sampler decides
-once per call whether the client span records; the header always carries the decision (flags 01 or
-00). Which requests tritonserver traces is its own `rate` (sessionrec.serving.tracing.TracingConfig).
+once per call whether the client span records; only a sampled call sends `traceparent` (tritonserver
+traces every request carrying one, whatever its flags). tritonserver also traces 1 in `rate` of the
+others, in traces of its own (sessionrec.serving.tracing.TracingConfig).
 Retries of one call share its span, header and request id.
 """
 
@@ -30,8 +31,11 @@ def call_span(tracer, model: str, url: str):
                                       attributes={"rpc.system": "grpc", "server.address": url,
                                                   "sessionrec.model": model}) as span:
         headers: dict[str, str] = {}
-        propagate.inject(headers)  # W3C traceparent (+ tracestate) of the current span
         context = span.get_span_context()
+        if context.trace_flags.sampled:
+            # tritonserver 2.51 traces every request that carries a traceparent, whatever its sampled
+            # flag (measured: ~all requests traced at rate=100), so only a sampled call sends one.
+            propagate.inject(headers)  # W3C traceparent (+ tracestate) of the current span
         request_id = f"{context.trace_id:032x}-{context.span_id:016x}"
         span.set_attribute("sessionrec.request_id", request_id)
         headers["x-request-id"] = request_id

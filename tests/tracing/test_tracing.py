@@ -124,9 +124,15 @@ def test_sampling_rate_traces_one_request_in_n(exported_repository, tmp_path):
                             log_file=tmp_path / "tritonserver.log") as server:
             before = receiver.wait_for(lambda s: False, timeout=1.5)  # canaries' traces flushed
             seen = {s.trace_id for s in before}
-            with RecommendClient(server.grpc_url) as client:
-                for _ in range(40):
-                    client.recommend([1, 2, 3], k=5)
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+            # A client whose sampler says no sends no traceparent: Triton would trace every request
+            # carrying one, whatever its flags, and the 1-in-4 would become 4-in-4.
+            unsampled = TracerProvider(sampler=ALWAYS_OFF).get_tracer("shop")
+            with RecommendClient(server.grpc_url) as client, RecommendClient(server.grpc_url, tracer=unsampled) as other:
+                for i in range(40):
+                    (client if i % 2 else other).recommend([1, 2, 3], k=5)
             spans = receiver.wait_for(lambda s: len({x.trace_id for x in s if x.name == "faiss_search"} - seen) >= 10,
                                       timeout=15)
             spans = receiver.wait_for(lambda s: False, timeout=1.0)  # nothing more in flight
