@@ -141,3 +141,31 @@ def test_sampling_rate_traces_one_request_in_n(exported_repository, tmp_path):
     searched = {s.trace_id for s in new if s.name == "faiss_search"}
     assert 9 <= len(requests) <= 11, len(requests)  # 40 requests / 4, give or take the canary counter
     assert searched == requests
+
+
+@pytest.mark.server
+def test_click_is_traced_with_its_history_lookup(exported_repository, tmp_path):
+    """click() (recommend_session, guest history in a real Redis): the Redis round trip is a span too."""
+    import numpy as np
+
+    from sessionrec.clients import RecommendClient
+    from sessionrec.serving.embedded import EmbeddedServer
+    from sessionrec.serving.redis_local import LocalRedis
+
+    known = np.load(exported_repository / "preprocess" / "1" / "item_ids.npy")[1:4].tolist()
+    with OTLPReceiver() as receiver, LocalRedis() as redis:
+        provider, tracer = _client_tracer(receiver)
+        config = TracingConfig(receiver.endpoint, sample_rate=1.0, export_delay_ms=200)
+        with EmbeddedServer(exported_repository, watch_seconds=0, tracing=config, log_file=tmp_path / "triton.log",
+                            environment={"SESSIONREC_REDIS_URL": redis.url}) as server:
+            with RecommendClient(server.grpc_url, tracer=tracer) as client:
+                assert client.click("guest-t", [known[0]], k=5, seq=1).state == "stored"
+            trace_id = next(s.trace_id for s in receiver.spans if s.name == "recommend_session infer")
+            spans = receiver.wait_for(lambda s: {"history_lookup", "encoder"} <= {x.name for x in s if x.trace_id == trace_id},
+                                      timeout=20)
+        provider.shutdown()
+    mine = {s.name: s for s in spans if s.trace_id == trace_id}
+    assert mine["InferRequest"].parent_span_id == mine["recommend_session infer"].span_id
+    step = mine["session_recommender"]
+    assert mine["history_lookup"].parent_span_id == step.span_id
+    assert mine["history_lookup"].end_ns <= mine["preprocess"].start_ns
