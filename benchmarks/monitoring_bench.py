@@ -28,7 +28,8 @@ from sessionrec.monitoring.signals import MONITORING_ENV
 from sessionrec.serving.embedded import EmbeddedServer
 
 
-def open_loop(url: str, requests: list[list[int]], rate: float, seconds: float, senders: int) -> dict:
+def open_loop(url: str, requests: list[list[int]], rate: float, seconds: float, senders: int,
+              client_kwargs: dict | None = None) -> dict:
     """`rate` requests/s for `seconds`, shared by `senders` threads; latency from the scheduled send."""
     count = int(rate * seconds)
     start = time.perf_counter() + 0.2
@@ -37,7 +38,7 @@ def open_loop(url: str, requests: list[list[int]], rate: float, seconds: float, 
     lock = threading.Lock()
 
     def run(worker: int) -> None:
-        client = RecommendClient(url, retry=NO_RETRY)
+        client = RecommendClient(url, retry=NO_RETRY, **(client_kwargs or {}))
         for i in range(worker, count, senders):
             due = start + i / rate
             delay = due - time.perf_counter()

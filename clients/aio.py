@@ -20,6 +20,7 @@ from sessionrec.clients.client import (DEFAULT_TIMEOUT_S, MODEL, Recommendation,
                                        parse_result, session_array)
 from sessionrec.clients.errors import DeadlineExceeded, InvalidRequest, RecommendError, from_server_error, retry_code
 from sessionrec.clients.options import ChannelOptions, RetryPolicy
+from sessionrec.clients.tracing import call_span
 from sessionrec.serving.tls import ClientTLS
 
 
@@ -28,11 +29,12 @@ class AsyncRecommendClient:
 
     def __init__(self, url: str, *, timeout: float | None = DEFAULT_TIMEOUT_S, retry: RetryPolicy | None = None,
                  channel: ChannelOptions | None = None, tls: ClientTLS | None = None, model: str = MODEL,
-                 max_batch_size: int = 64, batch_concurrency: int = 4):
+                 max_batch_size: int = 64, batch_concurrency: int = 4, tracer=None):
         import tritonclient.grpc as grpcclient
         import tritonclient.grpc.aio as aioclient
 
         self._grpc, self._aio = grpcclient, aioclient
+        self.tracer = tracer  # see RecommendClient
         self.url = url
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -84,7 +86,8 @@ class AsyncRecommendClient:
         seq = self.sequence.next(str(session_id)) if seq is None else int(seq)
         inputs = s.build_click_inputs(self._grpc, session_id, s.click_items(items), seq, k, exclude_seen, full_session)
         deadline = self.timeout if timeout is ... else timeout
-        result = await s.infer_with_retries_async(self, self.session_model, inputs, deadline)
+        with call_span(self.tracer, self.session_model, self.url) as (headers, request_id):
+            result = await s.infer_with_retries_async(self, self.session_model, inputs, deadline, headers, request_id)
         return s.parse_click_result(result, k, seq, f"{self.url} model {self.session_model!r}")
 
     async def ready(self, timeout: float = 2.0) -> bool:
@@ -138,6 +141,12 @@ class AsyncRecommendClient:
             return [exc] * len(indices)
 
     async def _call(self, rows: np.ndarray, k: int, exclude_seen: bool, timeout: float | None) -> list[Recommendation]:
+        if self.tracer is None:
+            return await self._attempts(rows, k, exclude_seen, timeout, None, "")
+        with call_span(self.tracer, self.model, self.url) as (headers, request_id):
+            return await self._attempts(rows, k, exclude_seen, timeout, headers, request_id)
+
+    async def _attempts(self, rows, k, exclude_seen, timeout, headers, request_id) -> list[Recommendation]:
         inputs = build_inputs(self._grpc, rows, k, exclude_seen)
         deadline = None if timeout is None else time.monotonic() + timeout
         attempt = 0
@@ -150,7 +159,8 @@ class AsyncRecommendClient:
                                        attempts=attempt - 1)
             try:
                 client = await self._current()
-                result = await client.infer(self.model, inputs, client_timeout=remaining)
+                result = await client.infer(self.model, inputs, client_timeout=remaining, headers=headers,
+                                            request_id=request_id)
             except self._grpc.InferenceServerException as exc:
                 code = retry_code(exc)
                 pause = self.retry.backoff(attempt, self._rng)

@@ -29,6 +29,7 @@ import numpy as np
 from sessionrec.clients.errors import (BadResponse, DeadlineExceeded, InvalidRequest, RecommendError,
                                        from_server_error, retry_code)
 from sessionrec.clients.options import ChannelOptions, RetryPolicy
+from sessionrec.clients.tracing import call_span
 from sessionrec.serving.tls import ClientTLS
 
 MODEL = "recommend"
@@ -142,14 +143,17 @@ class RecommendClient:
         model: the ensemble's name.
         max_batch_size: rows per request in recommend_batch (the ensemble's max_batch_size).
         batch_concurrency: requests one recommend_batch call keeps in flight.
+        tracer: an OpenTelemetry Tracer; each call then sends its span's W3C traceparent and a
+            request id (sessionrec.clients.tracing). None: no tracing work.
     """
 
     def __init__(self, url: str, *, timeout: float | None = DEFAULT_TIMEOUT_S, retry: RetryPolicy | None = None,
                  channel: ChannelOptions | None = None, tls: ClientTLS | None = None, model: str = MODEL,
-                 max_batch_size: int = 64, batch_concurrency: int = 4):
+                 max_batch_size: int = 64, batch_concurrency: int = 4, tracer=None):
         import tritonclient.grpc as grpcclient
 
         self._grpc = grpcclient
+        self.tracer = tracer  # an OpenTelemetry Tracer: a CLIENT span + traceparent per call (clients/tracing.py)
         self.url = url
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -222,7 +226,8 @@ class RecommendClient:
         seq = self.sequence.next(str(session_id)) if seq is None else int(seq)
         inputs = s.build_click_inputs(self._grpc, session_id, s.click_items(items), seq, k, exclude_seen, full_session)
         deadline = self.timeout if timeout is ... else timeout
-        result = s.infer_with_retries(self, self.session_model, inputs, deadline)
+        with call_span(self.tracer, self.session_model, self.url) as (headers, request_id):
+            result = s.infer_with_retries(self, self.session_model, inputs, deadline, headers, request_id)
         return s.parse_click_result(result, k, seq, f"{self.url} model {self.session_model!r}")
 
     def ready(self, timeout: float = 2.0) -> bool:
@@ -282,6 +287,12 @@ class RecommendClient:
             return [exc] * len(indices)
 
     def _call(self, rows: np.ndarray, k: int, exclude_seen: bool, timeout: float | None) -> list[Recommendation]:
+        if self.tracer is None:
+            return self._attempts(rows, k, exclude_seen, timeout, None, "")
+        with call_span(self.tracer, self.model, self.url) as (headers, request_id):
+            return self._attempts(rows, k, exclude_seen, timeout, headers, request_id)
+
+    def _attempts(self, rows, k, exclude_seen, timeout, headers, request_id) -> list[Recommendation]:
         inputs = build_inputs(self._grpc, rows, k, exclude_seen)
         deadline = None if timeout is None else time.monotonic() + timeout
         attempt = 0
@@ -293,7 +304,8 @@ class RecommendClient:
                                        f"{timeout:g} s after {attempt - 1} attempts", code="DEADLINE_EXCEEDED",
                                        attempts=attempt - 1)
             try:
-                result = self._current().infer(self.model, inputs, client_timeout=remaining)
+                result = self._current().infer(self.model, inputs, client_timeout=remaining, headers=headers,
+                                               request_id=request_id)
             except self._grpc.InferenceServerException as exc:
                 code = retry_code(exc)
                 pause = self.retry.backoff(attempt, self._rng)

@@ -114,7 +114,7 @@ def _deadline_error(client, model: str, timeout, attempts: int) -> DeadlineExcee
                             f"{attempts} attempts", code="DEADLINE_EXCEEDED", attempts=attempts)
 
 
-def infer_with_retries(client, model: str, inputs: list, timeout: float | None):
+def infer_with_retries(client, model: str, inputs: list, timeout: float | None, headers=None, request_id: str = ""):
     """RecommendClient's retry loop (RetryPolicy, one deadline over all attempts) for any model.
 
     Safe for recommend_session because the retried request carries the same CLICK_SEQ.
@@ -127,7 +127,7 @@ def infer_with_retries(client, model: str, inputs: list, timeout: float | None):
         if remaining is not None and remaining <= 0:
             raise _deadline_error(client, model, timeout, attempt - 1)
         try:
-            return client._current().infer(model, inputs, client_timeout=remaining)
+            return client._current().infer(model, inputs, client_timeout=remaining, headers=headers, request_id=request_id)
         except client._grpc.InferenceServerException as exc:
             pause = client.retry.backoff(attempt, client._rng)
             if client.retry.should_retry(retry_code(exc), attempt) and (deadline is None or time.monotonic() + pause < deadline):
@@ -138,7 +138,8 @@ def infer_with_retries(client, model: str, inputs: list, timeout: float | None):
             raise from_server_error(exc, client.url, model, timeout, attempt) from None
 
 
-async def infer_with_retries_async(client, model: str, inputs: list, timeout: float | None):
+async def infer_with_retries_async(client, model: str, inputs: list, timeout: float | None, headers=None,
+                                   request_id: str = ""):
     """infer_with_retries for AsyncRecommendClient."""
     import asyncio
 
@@ -150,7 +151,8 @@ async def infer_with_retries_async(client, model: str, inputs: list, timeout: fl
         if remaining is not None and remaining <= 0:
             raise _deadline_error(client, model, timeout, attempt - 1)
         try:
-            return await (await client._current()).infer(model, inputs, client_timeout=remaining)
+            return await (await client._current()).infer(model, inputs, client_timeout=remaining, headers=headers,
+                                                        request_id=request_id)
         except client._grpc.InferenceServerException as exc:
             pause = client.retry.backoff(attempt, client._rng)
             if client.retry.should_retry(retry_code(exc), attempt) and (deadline is None or time.monotonic() + pause < deadline):

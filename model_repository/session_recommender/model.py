@@ -46,7 +46,17 @@ class TritonPythonModel:
                                         read_manifest(root / "preprocess" / args["model_version"]), pb_utils,
                                         model_config=json.loads(args["model_config"]))
 
+        # Stage spans (history lookup, preprocess, encoder, FAISS) under Triton's span of each traced
+        # request; None when the server runs without tracing (SESSIONREC_TRACING_ENDPOINT unset).
+        from sessionrec.serving import tracing
+
+        self.tracing, self.tracer = tracing, tracing.for_step(args["model_version"])
+
     def execute(self, requests):
+        traced = None
+        if self.tracer is not None:  # Triton decided, once per request, which ones it traces
+            traced = [self.tracing.request_context(r) for r in requests]
+            self.pipeline.clock = self.tracing.StageClock() if any(traced) else None
         # Triton rejects a request missing a required input before it gets here.
         batch = []
         for r in requests:
@@ -58,6 +68,9 @@ class TritonPythonModel:
         if self.monitor is not None:
             self.monitor.observe_step(batch, outs)
             self.monitor.maybe_flush()
+        if self.pipeline.clock is not None:
+            self.tracer.emit(self.tracer.contexts(traced), self.pipeline.clock.marks, len(requests))
+            self.pipeline.clock = None
         for request, out in zip(requests, outs):
             if isinstance(out, Exception):
                 responses.append(io.error_response(pb_utils, str(out)))
@@ -70,6 +83,8 @@ class TritonPythonModel:
         return responses
 
     def finalize(self):
+        if getattr(self, "tracer", None) is not None:
+            self.tracer.close()
         # Metrics before their families (signals.TritonSink.close): the unload-time crash of custom metrics.
         if getattr(self, "monitor", None) is not None:
             self.monitor.close()

@@ -37,6 +37,11 @@ def add_parser(sub) -> None:
     parser.add_argument("--candidate", type=int, metavar="M",
                         help="also serve version M as the ensemble recommend_candidate, beside the live version on "
                              "recommend (pinned first if it is not yet; docs/EXPERIMENTS.md)")
+    parser.add_argument("--trace-endpoint", metavar="URL",
+                        help="export OpenTelemetry traces over OTLP/HTTP to this collector (http://host:4318): "
+                             "tritonserver's spans and the step's stage spans (docs/MONITORING.md, Tracing)")
+    parser.add_argument("--trace-sample-rate", type=float, default=0.01,
+                        help="share of requests traced with --trace-endpoint (default 0.01: 1 in 100)")
     parser.set_defaults(run=run)
 
 
@@ -65,8 +70,16 @@ def run(args) -> int:
         pinned = pin_candidate(args.repository, args.candidate)
         print(f"sessionrec serve: candidate version {pinned.candidate} beside live version {pinned.control}"
               + (" (steps pinned to both: not the two newest)" if pinned.specific_steps else ""), flush=True)
+    tracing = None
+    if args.trace_endpoint:
+        from sessionrec.serving.tracing import TracingConfig
+
+        try:
+            tracing = TracingConfig(args.trace_endpoint, sample_rate=args.trace_sample_rate)
+        except ValueError as exc:
+            raise SystemExit(f"sessionrec serve: error: {exc}") from None
     server = EmbeddedServer(
-        args.repository, watch_seconds=args.watch_seconds, candidate=args.candidate is not None, address=args.address, grpc_port=args.grpc_port,
+        args.repository, tracing=tracing, watch_seconds=args.watch_seconds, candidate=args.candidate is not None, address=args.address, grpc_port=args.grpc_port,
         http_port=args.http_port, metrics_port=args.metrics_port,
         response_cache_bytes=args.response_cache_mb << 20, grpc_tls=tls, log_file=args.log_file,
         environment=environment,

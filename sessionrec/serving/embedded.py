@@ -148,8 +148,12 @@ class EmbeddedServer:
     """tritonserver + canary gate + version watcher. Use as a context manager or start()/stop()."""
 
     def __init__(self, repository: str | Path, watch_seconds: float = 2.0, session_history: bool | None = None,
-                 candidate: bool = False, **server_kwargs):
+                 candidate: bool = False, tracing=None, **server_kwargs):
         self.repository = Path(repository).resolve()
+        if tracing is not None:  # sessionrec.serving.tracing.TracingConfig: Triton's flags + the step's env
+            server_kwargs["extra_args"] = [*tracing.server_flags(), *server_kwargs.get("extra_args", ())]
+            server_kwargs["environment"] = {**(server_kwargs.get("environment") or {}), **tracing.environment()}
+        self.tracing = tracing
         if current_version(self.repository) is None:
             raise SessionrecError(f"{self.repository}: no live model version (run `sessionrec export` first)")
         # An experiment: recommend_candidate (export/candidate.py) loads beside recommend, over the same steps.

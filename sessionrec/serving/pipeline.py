@@ -22,6 +22,7 @@ import numpy as np
 
 from sessionrec.serving.artifacts import load_encoder, load_preprocessor, load_retriever
 from sessionrec.serving.preprocess import RequestError
+from sessionrec.serving.tracing import StageClock, stage
 
 
 @dataclass
@@ -50,6 +51,8 @@ class PipelineRequest:
 
 
 class LocalPipeline:
+    clock: StageClock | None = None  # set per batch by a tracing step: stage start/end times for spans
+
     def __init__(self, repository: str | Path, version: int, encoder_file: str | None = None, threads: int = 1,
                  one_click: bool = True):
         root = Path(repository)
@@ -121,9 +124,13 @@ class LocalPipeline:
             # One batch padded to its longest session, not to max_len: the same answers (padding is
             # masked), and the encoder's work grows with the padded width (0.22 against 0.38 ms at
             # batch 1 on Diginetica test prefixes; docs/benchmarks/latency_breakdown.md).
-            batch = self.preprocessor.tensors(known, pad_to_longest=True)
-            vectors = self.encoder(batch)
-            rows = self.retriever.retrieve(vectors, batch["items"], batch["fallback"], np.concatenate(ks), np.concatenate(excludes))
+            clock = self.clock  # armed by the step only for a batch with a traced request (tracing.py)
+            with stage(clock, "preprocess"):
+                batch = self.preprocessor.tensors(known, pad_to_longest=True)
+            with stage(clock, "encoder"):
+                vectors = self.encoder(batch)
+            with stage(clock, "faiss_search"):
+                rows = self.retriever.retrieve(vectors, batch["items"], batch["fallback"], np.concatenate(ks), np.concatenate(excludes))
             start = 0
             for i, sessions in zip(good, known):
                 size = len(sessions.sessions)

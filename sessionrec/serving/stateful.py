@@ -15,6 +15,7 @@ import numpy as np
 from sessionrec.serving.history import NOT_STORED, ClickEvent, SessionHistory
 from sessionrec.serving.pipeline import BatchAnswer, LocalPipeline, PipelineRequest
 from sessionrec.serving.preprocess import RequestError
+from sessionrec.serving.tracing import stage
 
 
 @dataclass
@@ -38,7 +39,8 @@ def recommend_with_history(pipeline: LocalPipeline, history: SessionHistory,
                            requests: list[StepRequest]) -> list[StepAnswer | Exception]:
     """One StepAnswer or one error per request, in order."""
     events = [r.event for r in requests if r.event is not None]
-    recorded = iter(history.record_many(events) if events else [])
+    with stage(getattr(pipeline, "clock", None) if events else None, "history_lookup"):
+        recorded = iter(history.record_many(events) if events else [])
     sessions: list[tuple[np.ndarray, str] | Exception] = []
     for request in requests:
         if request.event is None:

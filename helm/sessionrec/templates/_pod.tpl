@@ -51,6 +51,9 @@ age makes them re-resolve and reach pods added by a scale-out (grpc issue 12295)
 - --grpc-root-cert=/etc/sessionrec/tls/ca.crt
 {{- end }}
 {{- end }}
+{{- with include "sessionrec.tracingArgs" . }}
+{{ . }}
+{{- end }}
 {{- with .Values.triton.extraArgs }}
 {{ toYaml . }}
 {{- end }}

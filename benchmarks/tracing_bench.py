@@ -1,0 +1,108 @@
+"""Tracing overhead: the same exported version served with tracing off and on at 1 % sampling, side by side.
+
+Two embedded tritonservers on one repository: `off` (no trace flags, no SESSIONREC_TRACING_ENDPOINT:
+the step never imports the SDK) and `on` (sessionrec.serving.tracing.TracingConfig at --sample-rate:
+tritonserver's OpenTelemetry mode traces 1 request in 100 and the step adds its stage spans), both
+exporting to a local OTLP/HTTP receiver (tests/tracing/otlp_receiver.py). The `on` arm's clients also
+trace: a CLIENT span per call under a 1 % TraceIdRatioBased sampler, traceparent sent every call.
+Traffic as in monitoring_bench.py: open loop at --rate, real test sessions replayed prefix by
+prefix, rounds interleaved (on, off, off, on, ...). Result: medians over rounds, p95 on - off, and
+the spans the receiver got (to show tracing was really on).
+
+    python benchmarks/tracing_bench.py --repository REPO --data ../shared/data/diginetica --out OUT.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from monitoring_bench import open_loop  # noqa: E402
+
+from sessionrec.data import load_dataset  # noqa: E402
+from sessionrec.serving.embedded import EmbeddedServer  # noqa: E402
+from sessionrec.serving.tracing import TracingConfig  # noqa: E402
+from tests.tracing.otlp_receiver import OTLPReceiver  # noqa: E402
+
+
+def client_tracer(url: str, rate: float):
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "bench-client"}),
+                              sampler=ParentBased(TraceIdRatioBased(rate)))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url)))
+    return provider, provider.get_tracer("bench")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repository", required=True, help="an exported repository (sessionrec export)")
+    parser.add_argument("--data", required=True, help="sessions whose test split is replayed")
+    parser.add_argument("--out", required=True, help="results as JSON")
+    parser.add_argument("--sample-rate", type=float, default=0.01, help="share of requests traced (default 0.01)")
+    parser.add_argument("--rate", type=float, default=100.0, help="offered requests per second (default 100)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="each round (default 15)")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds per system (default 4)")
+    parser.add_argument("--senders", type=int, default=8, help="client threads sharing the schedule (default 8)")
+    args = parser.parse_args(argv)
+
+    dataset = load_dataset(args.data)
+    requests = [dataset.raw_ids[np.asarray(s[:n])].tolist() for s in dataset.test[:3000] for n in range(1, len(s) + 1)]
+    logs = Path(args.out).with_suffix("")
+    logs.mkdir(parents=True, exist_ok=True)
+    rounds: dict[str, list[dict]] = {"on": [], "off": []}
+    with OTLPReceiver() as receiver:
+        provider, tracer = client_tracer(receiver.url, args.sample_rate)
+        config = TracingConfig(receiver.endpoint, sample_rate=args.sample_rate)
+        servers = {"on": EmbeddedServer(args.repository, watch_seconds=0, log_file=logs / "on.log", tracing=config),
+                   "off": EmbeddedServer(args.repository, watch_seconds=0, log_file=logs / "off.log")}
+        clients = {"on": {"tracer": tracer}, "off": {}}
+        try:
+            for server in servers.values():
+                server.start()
+            for name, server in servers.items():  # warm both (channels, first batches)
+                open_loop(server.grpc_url, requests, args.rate, 3, args.senders, clients[name])
+            for r in range(args.rounds):
+                order = ("on", "off") if r % 2 == 0 else ("off", "on")
+                for name in order:
+                    row = open_loop(servers[name].grpc_url, requests, args.rate, args.seconds, args.senders,
+                                    clients[name])
+                    rounds[name].append(row)
+                    print(f"round {r} tracing {name:3s}: p50 {row['p50']:.2f}  p95 {row['p95']:.2f}  "
+                          f"p99 {row['p99']:.2f} ms  failures {row['failures']}", flush=True)
+        finally:
+            for server in servers.values():
+                server.stop()
+            provider.shutdown()
+        spans = list(receiver.spans)
+    names: dict[str, int] = {}
+    for span in spans:
+        names[f"{span.service}/{span.name}"] = names.get(f"{span.service}/{span.name}", 0) + 1
+    summary = {name: {p: float(np.median([row[p] for row in rows])) for p in ("p50", "p95", "p99")}
+               for name, rows in rounds.items()}
+    summary["p95_on_minus_off_ms"] = summary["on"]["p95"] - summary["off"]["p95"]
+    summary["p50_on_minus_off_ms"] = summary["on"]["p50"] - summary["off"]["p50"]
+    result = {"sample_rate": args.sample_rate, "rate": args.rate, "seconds": args.seconds, "rounds": rounds,
+              "summary": summary, "spans_received": names, "receiver_errors": receiver.errors,
+              "requests_replayed": len(requests),
+              "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
+              "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps({"summary": summary, "spans_received": names}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
