@@ -4,7 +4,9 @@ Two embedded tritonservers on one repository: `off` (no trace flags, no SESSIONR
 the step never imports the SDK) and `on` (sessionrec.serving.tracing.TracingConfig at --sample-rate:
 tritonserver's OpenTelemetry mode traces 1 request in 100 and the step adds its stage spans), both
 exporting to a local OTLP/HTTP receiver (tests/tracing/otlp_receiver.py). The `on` arm's clients also
-trace: a CLIENT span per call under a 1 % TraceIdRatioBased sampler, traceparent sent every call.
+trace: a CLIENT span per call under a 1 % TraceIdRatioBased sampler, traceparent sent on sampled calls.
+`--arms on,off,server,client` adds the two halves to find where a cost comes from: `server` (the
+traced server, clients without a tracer) and `client` (clients with the tracer, the untraced server).
 Traffic as in monitoring_bench.py: open loop at --rate, real test sessions replayed prefix by
 prefix, rounds interleaved (on, off, off, on, ...). Result: medians over rounds, p95 on - off, and
 the spans the receiver got (to show tracing was really on).
@@ -46,6 +48,10 @@ def client_tracer(url: str, rate: float):
     return provider, provider.get_tracer("bench")
 
 
+# arm -> (server traced, clients trace)
+ARMS = {"on": (True, True), "off": (False, False), "server": (True, False), "client": (False, True)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repository", required=True, help="an exported repository (sessionrec export)")
@@ -56,31 +62,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0, help="each round (default 15)")
     parser.add_argument("--rounds", type=int, default=4, help="rounds per system (default 4)")
     parser.add_argument("--senders", type=int, default=8, help="client threads sharing the schedule (default 8)")
+    parser.add_argument("--arms", default="on,off",
+                        help="on (server + client tracing), off, server (server only), client (client only)")
     args = parser.parse_args(argv)
+    arms = args.arms.split(",")
+    if not {"on", "off"} <= set(arms) or not set(arms) <= set(ARMS):
+        parser.error(f"--arms: a subset of {','.join(ARMS)} including on and off")
 
     dataset = load_dataset(args.data)
     requests = [dataset.raw_ids[np.asarray(s[:n])].tolist() for s in dataset.test[:3000] for n in range(1, len(s) + 1)]
     logs = Path(args.out).with_suffix("")
     logs.mkdir(parents=True, exist_ok=True)
-    rounds: dict[str, list[dict]] = {"on": [], "off": []}
+    rounds: dict[str, list[dict]] = {arm: [] for arm in arms}
     with OTLPReceiver() as receiver:
         provider, tracer = client_tracer(receiver.url, args.sample_rate)
         config = TracingConfig(receiver.endpoint, sample_rate=args.sample_rate)
-        servers = {"on": EmbeddedServer(args.repository, watch_seconds=0, log_file=logs / "on.log", tracing=config),
-                   "off": EmbeddedServer(args.repository, watch_seconds=0, log_file=logs / "off.log")}
-        clients = {"on": {"tracer": tracer}, "off": {}}
+        servers = {arm: EmbeddedServer(args.repository, watch_seconds=0, log_file=logs / f"{arm}.log",
+                                       tracing=config if ARMS[arm][0] else None) for arm in arms}
+        clients = {arm: {"tracer": tracer} if ARMS[arm][1] else {} for arm in arms}
         try:
             for server in servers.values():
                 server.start()
-            for name, server in servers.items():  # warm both (channels, first batches)
+            for name, server in servers.items():  # warm every arm (channels, first batches)
                 open_loop(server.grpc_url, requests, args.rate, 3, args.senders, clients[name])
             for r in range(args.rounds):
-                order = ("on", "off") if r % 2 == 0 else ("off", "on")
+                order = arms if r % 2 == 0 else arms[::-1]  # ABBA: a drift over the run weighs on every arm alike
                 for name in order:
                     row = open_loop(servers[name].grpc_url, requests, args.rate, args.seconds, args.senders,
                                     clients[name])
                     rounds[name].append(row)
-                    print(f"round {r} tracing {name:3s}: p50 {row['p50']:.2f}  p95 {row['p95']:.2f}  "
+                    print(f"round {r} tracing {name:6s}: p50 {row['p50']:.2f}  p95 {row['p95']:.2f}  "
                           f"p99 {row['p99']:.2f} ms  failures {row['failures']}", flush=True)
         finally:
             for server in servers.values():
@@ -92,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         names[f"{span.service}/{span.name}"] = names.get(f"{span.service}/{span.name}", 0) + 1
     summary = {name: {p: float(np.median([row[p] for row in rows])) for p in ("p50", "p95", "p99")}
                for name, rows in rounds.items()}
+    for arm in arms:
+        if arm != "off":  # the median over rounds of each round's difference to the off arm of that round
+            for p in ("p50", "p95"):
+                summary[f"{p}_{arm}_minus_off_ms"] = float(np.median(
+                    [a[p] - b[p] for a, b in zip(rounds[arm], rounds["off"])]))
     summary["p95_on_minus_off_ms"] = summary["on"]["p95"] - summary["off"]["p95"]
     summary["p50_on_minus_off_ms"] = summary["on"]["p50"] - summary["off"]["p50"]
     result = {"sample_rate": args.sample_rate, "rate": args.rate, "seconds": args.seconds, "rounds": rounds,

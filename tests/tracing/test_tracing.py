@@ -69,6 +69,22 @@ def _check_one_trace(spans, trace_id: str):
     assert by_name["preprocess"].end_ns <= by_name["encoder"].start_ns <= by_name["faiss_search"].start_ns
 
 
+def _complete(spans, *trace_ids) -> bool:
+    wanted = {"InferRequest", "session_recommender", *STAGES}
+    return all(wanted <= {s.name for s in spans if s.trace_id == t} for t in trace_ids)
+
+
+def _diagnose(receiver, spans, trace_ids) -> str:
+    """What arrived, per trace: a failure in CI must say which span was missing and from whom."""
+    lines = [f"{receiver.requests} OTLP requests, {len(spans)} spans, errors {receiver.errors}"]
+    for t in trace_ids:
+        lines.append(f"trace {t}: " + ", ".join(sorted(f"{s.service}/{s.name}" for s in spans if s.trace_id == t)))
+    others = sorted({s.trace_id for s in spans} - set(trace_ids))
+    lines.append(f"{len(others)} other traces: " + "; ".join(
+        ",".join(sorted(s.name for s in spans if s.trace_id == t)) for t in others[-6:]))
+    return "\n".join(lines)
+
+
 @pytest.mark.server
 def test_traced_request_has_client_server_and_step_spans_in_one_trace(exported_repository, tmp_path):
     from sessionrec.clients import RecommendClient
@@ -94,13 +110,10 @@ def test_traced_request_has_client_server_and_step_spans_in_one_trace(exported_r
             assert len(asyncio.run(async_call())) == 5
             async_trace = next(s.trace_id for s in receiver.spans if s.name == "recommend infer" and s.trace_id != sync_trace)
 
-            def complete(spans):
-                return all({"InferRequest", "session_recommender", *STAGES}
-                           <= {s.name for s in spans if s.trace_id == t} for t in (sync_trace, async_trace))
-
-            spans = receiver.wait_for(complete, timeout=20)
+            spans = receiver.wait_for(lambda s: _complete(s, sync_trace, async_trace), timeout=30)
         provider.shutdown()
-    assert not receiver.errors
+    assert not receiver.errors, receiver.errors
+    assert _complete(spans, sync_trace, async_trace), _diagnose(receiver, spans, (sync_trace, async_trace))
     _check_one_trace(spans, sync_trace)
     _check_one_trace(spans, async_trace)
     # Untraced by the client (the canaries at start-up): Triton still traces them (rate 1), in its own trace,
