@@ -58,6 +58,11 @@ EVENT_INPUTS = [("SESSION_ID", mc.TYPE_STRING, [1]), ("NEW_ITEMS", INT64, [-1]),
 HISTORY_INPUTS = EVENT_INPUTS + [("ITEMS", INT64, [-1])]
 HISTORY_OPTIONAL = ("ITEMS",)
 HISTORY_OUTPUTS = [("HISTORY", INT64, [-1]), ("HISTORY_LENGTH", INT32, [1]), ("HISTORY_STATE", mc.TYPE_STRING, [1])]
+# The multi-step layouts' monitoring flag (sessionrec.monitoring.signals): session_history tells the
+# steps after it that a request is an event (its clicks counted there) and whether it is one of the
+# server's canary replays (not counted at all). Optional on preprocess and retrieval: `recommend`
+# does not map it, the probes do not send it.
+CANARY = [("canary", BOOL, [1])]
 SESSION_INPUTS = HISTORY_INPUTS + ENSEMBLE_INPUTS[1:]
 SESSION_OUTPUTS = ENSEMBLE_OUTPUTS + HISTORY_OUTPUTS[1:]
 # The fused CPU step serves both ensembles: `recommend` maps ITEMS/K/EXCLUDE_SEEN and its four outputs;
@@ -90,7 +95,8 @@ WIRING = {
     ),
     HISTORY: (
         {name: name for name, _, _ in HISTORY_INPUTS},
-        {"HISTORY": "_history", "HISTORY_LENGTH": "HISTORY_LENGTH", "HISTORY_STATE": "HISTORY_STATE"},
+        {"HISTORY": "_history", "HISTORY_LENGTH": "HISTORY_LENGTH", "HISTORY_STATE": "HISTORY_STATE",
+         "canary": "_canary"},
     ),
 }
 
@@ -192,6 +198,7 @@ def preprocess_config(cfg: ServingConfig, gpu: bool = False) -> mc.ModelConfig:
     _common(config, cfg)
     # Ragged: sessions of different lengths batch together (python backend sees one tensor each).
     _tensors(config.input, [ENSEMBLE_INPUTS[0]], ragged=True)
+    _tensors(config.input, CANARY, optional=("canary",))
     _tensors(config.output, encoder_tensors(cfg.schema) + PREPROCESS_OUTPUTS[len(GRAPH):])
     _instances(config, cfg.gpu_cpu_step_instances if gpu else cfg.preprocess_instances)
     warm = config.model_warmup.add(name="random_session", batch_size=1)
@@ -236,6 +243,7 @@ def retrieval_config(cfg: ServingConfig, gpu: bool = False) -> mc.ModelConfig:
     config = mc.ModelConfig(name="retrieval", backend="python")
     _common(config, cfg)
     _tensors(config.input, RETRIEVAL_INPUTS)
+    _tensors(config.input, CANARY, optional=("canary",))
     _tensors(config.output, RETRIEVAL_OUTPUTS)
     _instances(config, cfg.gpu_cpu_step_instances if gpu else cfg.retrieval_instances)
     return config
@@ -282,7 +290,7 @@ def history_config(cfg: ServingConfig, gpu: bool = False) -> mc.ModelConfig:
     config = mc.ModelConfig(name=HISTORY, backend="python")
     _common(config, cfg)
     _tensors(config.input, HISTORY_INPUTS, ragged=True, optional=HISTORY_OPTIONAL)
-    _tensors(config.output, HISTORY_OUTPUTS)
+    _tensors(config.output, HISTORY_OUTPUTS + CANARY)
     _instances(config, cfg.gpu_cpu_step_instances if gpu else cfg.history_instances)
     _history_parameters(config, cfg)
     return config
@@ -332,7 +340,9 @@ def ensemble_config(cfg: ServingConfig, version: int = -1, gpu: bool = False, na
             inputs = {name: name for name, _, _ in SESSION_INPUTS}
             outputs = {name: name for name, _, _ in SESSION_OUTPUTS}
         elif session and "ITEMS" in inputs and model != HISTORY:
-            inputs = {**inputs, "ITEMS": "_history"}
+            inputs = {**inputs, "ITEMS": "_history", "canary": "_canary"}
+        elif session and model == "retrieval":
+            inputs = {**inputs, "canary": "_canary"}
         step = config.ensemble_scheduling.step.add(model_name=model, model_version=version)
         step.input_map.update(inputs)
         step.output_map.update(outputs)

@@ -2,14 +2,18 @@
 
 Records each click event in Redis and outputs the session's clicks up to it (HISTORY, fed to the
 preprocess step as its ITEMS), their count and the state (stored / duplicate / degraded /
-not_stored). On the CPU layout the fused `session_recommender` does this itself. Logic:
-sessionrec.serving.history. Redis settings come from the server's environment over this config's
-parameters; nothing connects at load, so the server starts whether Redis is there or not.
+not_stored), and `canary` (the event is one of the server's canary replays: the steps after it
+leave it out of the monitoring signals). On the CPU layout the fused `session_recommender` does
+this itself. Logic: sessionrec.serving.history. Redis settings come from the server's environment
+over this config's parameters; nothing connects at load, so the server starts whether Redis is there or not.
 """
+
+import json
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from sessionrec.monitoring import signals
 from sessionrec.serving import history as history_lib
 from sessionrec.serving import triton_io as io
 
@@ -18,17 +22,32 @@ class TritonPythonModel:
     def initialize(self, args):
         self.history = history_lib.for_model(lambda key, default: io.parameter(args, key, default))
         self.dtypes = io.output_dtypes(args, pb_utils)
+        # History states and the events' clicks by popularity bucket (sessionrec.monitoring.signals);
+        # None when SESSIONREC_MONITORING=off.
+        self.monitor = signals.for_three_step("session_history", io.version_dir(args), pb_utils,
+                                              model_config=json.loads(args["model_config"]))
 
     def execute(self, requests):
         # One Redis round trip for the whole batch; a malformed request gets its own error.
-        answers = self.history.record_many([io.click_event(pb_utils, r, history_lib.ClickEvent) for r in requests])
+        events = [io.click_event(pb_utils, r, history_lib.ClickEvent) for r in requests]
+        answers = self.history.record_many(events)
+        if self.monitor is not None:
+            self.monitor.observe_history(events, answers)
+            self.monitor.maybe_flush()
         responses = []
-        for answer in answers:
+        for event, answer in zip(events, answers):
             if isinstance(answer, Exception):
                 responses.append(io.error_response(pb_utils, str(answer)))
                 continue
             responses.append(io.response(pb_utils, {
                 "HISTORY": answer.items[None, :],
                 "HISTORY_LENGTH": np.array([[answer.items.size]], dtype=np.int32),
-                "HISTORY_STATE": np.array([[answer.state.encode()]], dtype=object)}, self.dtypes))
+                "HISTORY_STATE": np.array([[answer.state.encode()]], dtype=object),
+                "canary": np.array([[signals.is_canary(event)]])}, self.dtypes))
         return responses
+
+    def finalize(self):
+        # Metrics before their families (signals.TritonSink.close): the unload-time crash of custom metrics.
+        if getattr(self, "monitor", None) is not None:
+            self.monitor.close()
+            self.monitor = None

@@ -1,4 +1,4 @@
-"""Serving-side monitoring signals of the fused step, aggregated in the stub and flushed at most once a second.
+"""Serving-side monitoring signals of the serving steps, aggregated in each stub and flushed at most once a second.
 
 Triton's python-backend custom metrics (`pb_utils.MetricFamily`, 2.51) cost a round trip from the
 stub to the server process per call, so nothing is sent per request: `observe` adds a batch into
@@ -19,7 +19,15 @@ second at most, one `increment` per changed series. Series (all labelled `model_
 | `sessionrec_history_state_total{state}` | counter | `recommend_session` events by HISTORY_STATE: stored / duplicate / degraded / not_stored |
 
 Histograms are exported as counters with an `le` label (Prometheus's `histogram_quantile` reads
-any such series), so a flush is increments only. The rules over these series (PSI, alerts) are in
+any such series), so a flush is increments only.
+
+Either layout emits the same series. The fused CPU step sees a request whole (`observe_step`). In
+the three-step layout each python step observes what it sees, with the same primitives:
+`session_history` the events (history states, an event's NEW_ITEMS), `preprocess` the sessions
+(the last click of a `recommend` request, unknown ids, fallback, length), `retrieval` the answers
+(top score, recommended items); errors are counted by the step that answers them. Series two
+stubs both write (input clicks, errors) are one series on the server: Triton's core hands both
+stubs the same counter and reference-counts it on removal. The rules over these series (PSI, alerts) are in
 `helm/sessionrec/files/monitoring-rules.yaml`.
 """
 
@@ -176,7 +184,11 @@ def spec_from_version(version: str, id_map, popularity: np.ndarray, manifest: di
 
 
 class ServingMonitor:
-    def __init__(self, spec: MonitorSpec, sink: Sink, clock=time.monotonic, skip_batches: int = 0) -> None:
+    def __init__(self, spec: MonitorSpec, sink: Sink, clock=time.monotonic, skip_batches: int = 0,
+                 inputs: bool = True, scores: bool = True) -> None:
+        """`inputs` / `scores`: whether this step sees the clicks / the answers' scores, and so sets up
+        their series at load (the input buckets at zero, the reference gauges). The fused step sees
+        both; in the three-step layout preprocess sees the inputs and retrieval the scores."""
         self.spec, self.sink, self.clock = spec, sink, clock
         # Triton's model_warmup requests (all-zero ITEMS) go through execute before the version is
         # READY: the first `skip_batches` batches are not traffic and are not counted.
@@ -192,13 +204,13 @@ class ServingMonitor:
         label = {"model_version": spec.version}
         # Every input bucket's series exists from load (at 0): a bucket live traffic never hits is
         # still a term of the PSI rule (a missing series would silently drop it).
-        for b in [str(b) for b in range(self.n_buckets)] + ["unknown"]:
+        for b in [str(b) for b in range(self.n_buckets)] + ["unknown"] if inputs else ():
             key = ("sessionrec_input_clicks_total", "bucket", b)
             self._handles[key] = sink.counter(key[0], DESCRIPTIONS[key[0]], {**label, "bucket": b})
-        for b, share in enumerate(spec.reference_share):
+        for b, share in enumerate(spec.reference_share if inputs else ()):
             sink.gauge("sessionrec_reference_click_share", "Training share of each popularity bucket (PSI reference)",
                        {**label, "bucket": str(b)}).set(float(share))
-        if self.score_edges.size:
+        if scores and self.score_edges.size:
             for b in range(self.score_edges.size + 1):
                 sink.gauge("sessionrec_reference_score_share", "Export-time share of each top-score bucket",
                            {**label, "bucket": str(b)}).set(1.0 / (self.score_edges.size + 1))
@@ -220,11 +232,10 @@ class ServingMonitor:
         self.input_clicks[:self.n_buckets] += np.bincount(self.buckets[known], minlength=self.n_buckets)
         self.input_clicks[UNKNOWN] += model.size - known.size
 
-    def observe_answer(self, item_ids: np.ndarray, scores: np.ndarray, unknown_count: np.ndarray,
-                       fallback: np.ndarray, lengths: np.ndarray) -> None:
-        """One request's answer (B rows): what was recommended, how well it scored, what came in."""
-        rows = item_ids.shape[0]
-        self.scalars["sessions"] += rows
+    def observe_sessions(self, unknown_count: np.ndarray, fallback: np.ndarray, lengths: np.ndarray) -> None:
+        """One request's sessions (B rows) as they came in: ids unknown, popularity fallback, length."""
+        fallback = np.asarray(fallback).reshape(-1)
+        self.scalars["sessions"] += fallback.size
         self.scalars["fallback"] += int(np.count_nonzero(fallback))
         self.scalars["unknown_items"] += int(np.sum(unknown_count))
         lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
@@ -232,12 +243,21 @@ class ServingMonitor:
         self.scalars["length_sum"] += int(lengths.sum())
         self.length_hist += np.bincount(np.searchsorted(self.length_le, lengths, side="left"),
                                         minlength=self.length_hist.size)
-        recommended = self.spec.id_map.to_model(item_ids.reshape(-1))
+
+    def observe_recommended(self, item_ids: np.ndarray, scores: np.ndarray) -> None:
+        """One request's answers (B, K): popularity of what was recommended, the best score."""
+        recommended = self.spec.id_map.to_model(np.asarray(item_ids).reshape(-1))
         recommended = recommended[recommended > 0]
         self.recommended += np.bincount(self.buckets[recommended], minlength=self.n_buckets)
         if self.score_edges.size and scores.shape[-1]:
             self.top_score += np.bincount(np.searchsorted(self.score_edges, scores[:, 0], side="right"),
                                           minlength=self.top_score.size)
+
+    def observe_answer(self, item_ids: np.ndarray, scores: np.ndarray, unknown_count: np.ndarray,
+                       fallback: np.ndarray, lengths: np.ndarray) -> None:
+        """One request's answer (B rows): what came in and what was recommended (the fused step sees both)."""
+        self.observe_sessions(unknown_count, fallback, lengths)
+        self.observe_recommended(item_ids, scores)
 
     def observe_error(self) -> None:
         self.scalars["errors"] += 1
@@ -246,10 +266,27 @@ class ServingMonitor:
         if state in self.states:
             self.states[state] += 1
 
-    def observe_step(self, requests, outs) -> None:
-        """The fused step's batch: StepRequests and their StepAnswers or errors (sessionrec.serving.stateful)."""
+    def observe_event(self, event: ClickEvent, state) -> None:
+        """A recommend_session event recorded with HISTORY_STATE `state` (str, bytes or a (1, 1) array)."""
+        if isinstance(state, np.ndarray):
+            state = state.reshape(-1)[0]
+        state = state.decode() if isinstance(state, bytes) else str(state)
+        self.observe_state(state)
+        if state != "duplicate":  # a retried event: its clicks were counted the first time
+            self.observe_clicks(event.new_items)
+
+    def _warming_up(self) -> bool:
+        """True for the batches of Triton's model_warmup (counted down here)."""
         if self.skip_batches > 0:
             self.skip_batches -= 1
+            return True
+        return False
+
+    # One method per step: what that step sees of a batch, its answers or errors in request order.
+
+    def observe_step(self, requests, outs) -> None:
+        """The fused step's batch: StepRequests and their StepAnswers or errors (sessionrec.serving.stateful)."""
+        if self._warming_up():
             return
         for request, out in zip(requests, outs):
             if isinstance(out, Exception):
@@ -257,18 +294,54 @@ class ServingMonitor:
                 continue
             answer = out.answer
             event = request.event
-            if isinstance(event, ClickEvent) and event.session_id.startswith(CANARY_PREFIX):
-                continue  # the server's own canary replays (start, switch) are not guest traffic
+            if is_canary(event):
+                continue
             if event is None:
                 self.observe_clicks(np.asarray(request.items)[:, -1])
             else:
-                state = out.history_state.reshape(-1)[0]
-                state = state.decode() if isinstance(state, bytes) else str(state)
-                self.observe_state(state)
-                if state != "duplicate":  # a retried event: its clicks were counted the first time
-                    self.observe_clicks(event.new_items)
+                self.observe_event(event, out.history_state)
             self.observe_answer(answer.item_ids, answer.scores, answer.unknown_count, answer.fallback,
                                 out.history_length)
+
+    def observe_history(self, events, answers) -> None:
+        """`session_history`'s batch: ClickEvents (or a request's error) and their HistoryAnswers or errors."""
+        if self._warming_up():
+            return
+        for event, answer in zip(events, answers):
+            if isinstance(answer, Exception):
+                self.observe_error()
+            elif not is_canary(event):
+                self.observe_event(event, answer.state)
+
+    def observe_preprocess(self, requests, outs) -> None:
+        """`preprocess`'s batch: (ITEMS (B, n), canary flag or None) per request, and its tensors or errors.
+
+        The flag is the `canary` input, which only `recommend_session` maps (from session_history):
+        present, the request is an event whose clicks session_history counted (ITEMS is its history);
+        true, it is one of the server's canary replays. Absent, a `recommend` request: its last click.
+        """
+        if self._warming_up():
+            return
+        for (items, canary), out in zip(requests, outs):
+            if isinstance(out, Exception):
+                self.observe_error()
+                continue
+            if canary is not None and np.any(canary):
+                continue
+            items = np.asarray(items)
+            if canary is None:
+                self.observe_clicks(items[:, -1])
+            self.observe_sessions(out["unknown_count"], out["fallback"], np.full(items.shape[0], items.shape[-1]))
+
+    def observe_retrieval(self, canaries, outs) -> None:
+        """`retrieval`'s batch: the canary flag (or None) per request, and its (ids, scores) (B, K) or errors."""
+        if self._warming_up():
+            return
+        for canary, out in zip(canaries, outs):
+            if isinstance(out, Exception):
+                self.observe_error()
+            elif canary is None or not np.any(canary):
+                self.observe_recommended(*out)
 
     # -- flushing (at most once a second: round trips to the server) ---------------------------
 
@@ -351,6 +424,39 @@ def for_step(pipeline, version: str, manifest: dict, pb_utils, environ=None,
         return None
     spec = spec_from_version(version, pipeline.preprocessor.id_map, pipeline.retriever.popularity, manifest)
     return ServingMonitor(spec, TritonSink(pb_utils), skip_batches=warmup_batches(model_config or {}))
+
+
+STEP_ROLES = {"preprocess": {"inputs": True, "scores": False}, "retrieval": {"inputs": False, "scores": True},
+              "session_history": {"inputs": False, "scores": False}}
+
+
+def for_three_step(step: str, version_dir, pb_utils, environ=None, model_config: dict | None = None,
+                   retriever=None) -> ServingMonitor | None:
+    """A three-step layout step's monitor (None when SESSIONREC_MONITORING=off): `preprocess`,
+    `retrieval` (pass its Retriever: its id map and popularity are the ones served) or
+    `session_history`. Like for_step, called from a version's copied model.py: keep it compatible."""
+    if not monitoring_enabled(environ):
+        return None
+    from pathlib import Path
+
+    from sessionrec.serving.artifacts import read_manifest, verified_array
+    from sessionrec.serving.preprocess import IdMap
+
+    version_dir = Path(version_dir)
+    if retriever is not None:
+        id_map, popularity = retriever.id_map, retriever.popularity
+    else:  # the bucket map comes from retrieval's counts, the same files the fused step reads
+        retrieval = version_dir.parent.parent / "retrieval" / version_dir.name
+        id_map = IdMap(verified_array(retrieval, "retrieval", "item_ids.npy"))
+        popularity = verified_array(retrieval, "retrieval", "popularity.npy")
+    spec = spec_from_version(version_dir.name, id_map, popularity, read_manifest(version_dir))
+    return ServingMonitor(spec, TritonSink(pb_utils), skip_batches=warmup_batches(model_config or {}),
+                          **STEP_ROLES[step])
+
+
+def is_canary(event) -> bool:
+    """The server's own canary replays (start, switch: history.CANARY_PREFIX ids) are not guest traffic."""
+    return isinstance(event, ClickEvent) and event.session_id.startswith(CANARY_PREFIX)
 
 
 def warmup_batches(model_config: dict) -> int:

@@ -54,16 +54,31 @@ def verify_model_artifacts(version_dir: str | Path, model: str) -> dict:
     if not listed:
         raise ArtifactError(f"{version_dir / MANIFEST}: lists no artifact for model {model!r} version {version_dir.name}")
     for rel, expected in sorted(listed.items()):
-        path = root / rel
-        if not path.is_file():
-            raise ArtifactError(f"{path}: artifact listed in the manifest is missing")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise ArtifactError(
-                f"{path}: checksum mismatch (manifest sha256 {expected[:12]}..., file {actual[:12]}...): "
-                "refusing to serve a corrupted or modified artifact"
-            )
+        _check(root / rel, expected)
     return manifest
+
+
+def _check(path: Path, expected: str) -> None:
+    if not path.is_file():
+        raise ArtifactError(f"{path}: artifact listed in the manifest is missing")
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ArtifactError(
+            f"{path}: checksum mismatch (manifest sha256 {expected[:12]}..., file {actual[:12]}...): "
+            "refusing to serve a corrupted or modified artifact"
+        )
+
+
+def verified_array(version_dir: str | Path, model: str, name: str) -> np.ndarray:
+    """One array of `model` in this version, checked against the manifest's checksum: for a step that
+    reads a sibling model's small file without hashing all of that model's artifacts (a FAISS index)."""
+    version_dir = Path(version_dir)
+    rel = f"{model}/{version_dir.name}/{name}"
+    expected = read_manifest(version_dir)["artifacts"].get(rel)
+    if expected is None:
+        raise ArtifactError(f"{version_dir / MANIFEST}: lists no artifact {rel!r}")
+    _check(version_dir.parent.parent / rel, expected)
+    return load_array(version_dir / name)
 
 
 def load_array(path: Path) -> np.ndarray:

@@ -116,3 +116,11 @@ class Retriever:
                 row_ids, row_scores = row_ids[keep], row_scores[keep]
             out.append((self.id_map.to_raw(row_ids[: k[r]]), row_scores[: k[r]].astype(np.float32)))
         return out
+
+    def retrieve_request(self, embeddings, items, fallback, k, exclude_seen) -> tuple[np.ndarray, np.ndarray]:
+        """One request's (B, K) raw ids and scores (the retrieval step's outputs), or a RequestError."""
+        rows = self.retrieve(embeddings, items, fallback, k, exclude_seen)
+        if len({len(ids) for ids, _ in rows}) > 1:
+            # One response carries one rectangular tensor: rows of one request need the same K.
+            raise RequestError("sessions batched in one request returned different numbers of items")
+        return np.stack([ids for ids, _ in rows]), np.stack([scores for _, scores in rows])

@@ -42,10 +42,18 @@ def error_response(pb_utils, message: str):
     return pb_utils.InferenceResponse(output_tensors=[], error=error)
 
 
+# Outputs added to a step's config after versions were exported, with the value an older version's
+# copied model.py (which does not produce them) answers: step configs are shared by a model's
+# versions, so a rollback serves the old model.py under the new config. `canary` (session_history,
+# the monitoring flag): an older version's events count as guest traffic.
+LATER_OUTPUTS = {"canary": np.zeros((1, 1), dtype=bool)}
+
+
 def response(pb_utils, arrays: dict[str, np.ndarray], dtypes: dict[str, np.dtype], wanted=None):
     """The response with the outputs in `wanted` (requested_outputs(); None: all of `dtypes`)."""
     return pb_utils.InferenceResponse(
-        output_tensors=[pb_utils.Tensor(name, np.ascontiguousarray(arrays[name], dtype=dtypes[name]))
+        output_tensors=[pb_utils.Tensor(name, np.ascontiguousarray(arrays[name] if name in arrays else LATER_OUTPUTS[name],
+                                                                   dtype=dtypes[name]))
                         for name in dtypes if wanted is None or name in wanted]
     )
 

@@ -65,3 +65,35 @@ def test_dashboard_has_drift_and_live_quality_rows_over_real_series(helm):
             for name in names:
                 assert name in recorded or name in exported, name
             assert 'namespace="$namespace", job="$job"' in target["expr"]
+
+
+@pytest.mark.parametrize("drop, labelled, selector, firing", [
+    (0.2, 400, "", ["1", "2"]),  # version 2's 500 labelled exposures pass a 400 guard
+    (0.3, 1000, 'namespace="observability", job="textfile"', []),  # a 25% drop is within a 30% margin
+])
+def test_live_quality_thresholds_and_scrape_come_from_values(helm, tmp_path, drop, labelled, selector, firing):
+    """The rendered rule, run by `promtool test rules` on the live-quality job's series as the chart's
+    selector finds them: the values' margin and guard decide which versions fire (the file's own
+    defaults are tested in tests/monitoring/test_monitoring_rules.py)."""
+    from tests.monitoring.test_monitoring_rules import live_alert, live_series
+
+    values = tmp_path / "live-quality-values.yaml"  # a file: `--set` passes 0.2 as a string (the schema wants a number)
+    values.write_text(yaml.safe_dump({"monitoring": {"liveQuality": {
+        "maxRelativeDrop": drop, "minLabelled": labelled, "selector": selector}}}))
+    groups = one(helm.render(CPU, values, set_values=ON), "PrometheusRule", f"{FULLNAME}-monitoring")["spec"]["groups"]
+    rules = tmp_path / "rendered-monitoring-rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": groups}))
+    namespace, job = ("observability", "textfile") if selector else (NAMESPACE, f"{FULLNAME}-live-quality")
+    extra = f'namespace="{namespace}",'
+    series = live_series(job, extra) + live_series("someone-else", extra)  # another scrape: not read
+    alerts = [live_alert("SessionrecLiveHitRateBelowOffline", "30m", firing, job=job, extra=extra),
+              live_alert("SessionrecLiveMrrBelowOffline", "30m", ["3"], job=job, extra=extra)]  # 58% of offline
+    test = {"rule_files": [str(rules)], "evaluation_interval": "1m",
+            "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": alerts}]}
+    path = tmp_path / "test.yaml"
+    path.write_text(yaml.safe_dump(test, sort_keys=False))
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed: scripts/setup.sh installs the Debian package")
+    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,6 +1,7 @@
 """The monitoring rules (helm/sessionrec/files/monitoring-rules.yaml) on synthetic series, with a real
 `promtool test rules`: PSI equals sessionrec.monitoring.reference.psi, the volume guard holds drift
-alerts back below 1,000 clicks a window, the unknown/fallback/retrain alerts fire only when they should.
+alerts back below 1,000 clicks a window, the unknown/fallback/retrain alerts fire only when they should,
+live HR@20 / MRR@20 below offline by more than the margin fires on enough labelled exposures only.
 """
 
 from __future__ import annotations
@@ -111,11 +112,57 @@ def test_unknown_and_fallback_alerts(tmp_path):
     run_promtool(tmp_path, series, alerts, exprs)
 
 
+# The live-quality job's exposition (sessionrec.monitoring.live_quality.prometheus_text), scraped as
+# job "live": (live HR@20, live MRR@20, labelled exposures) per version, against offline (HR, MRR).
+LIVE = {"1": (15.0, 5.0, 5000), "2": (15.0, 5.0, 500), "3": (19.0, 3.0, 5000), "4": (19.5, 5.1, 5000)}
+OFFLINE = (20.0, 5.2)
+
+
+def live_series(job: str = "live", extra_labels: str = "") -> list[dict]:
+    out = []
+    for version, (hr, mrr, labelled) in LIVE.items():
+        labels = f'{extra_labels}job="{job}",model_version="{version}"'
+        for name, value in (("sessionrec_live_hr_at_20", hr), ("sessionrec_live_mrr_at_20", mrr),
+                            ("sessionrec_live_labelled_exposures", labelled)):
+            out.append({"series": f'{name}{{{labels},variant="control"}}', "values": f"{value}x{MINUTES}"})
+        for name, value in zip(("sessionrec_offline_hr_at_20", "sessionrec_offline_mrr_at_20"), OFFLINE):
+            out.append({"series": f"{name}{{{labels}}}", "values": f"{value}x{MINUTES}"})
+    return out
+
+
+def live_alert(name: str, at: str, firing: list[str], job: str = "live", severity: str = "warning",
+               variant: bool = True, extra: str = "") -> dict:
+    labels = f'{extra}job="{job}",severity="{severity}"' + (',variant="control"' if variant else "")
+    return {"expr": f'ALERTS{{alertname="{name}",alertstate="firing"}}', "eval_time": at,
+            "exp_samples": [{"labels": f'ALERTS{{alertname="{name}",alertstate="firing",{labels},model_version="{v}"}}',
+                             "value": 1} for v in firing]}
+
+
+def test_live_quality_below_offline_alerts_with_labelled_guard(tmp_path):
+    """Version 1: live HR@20 at 75% of offline (a 25% drop, over the 20% margin) on 5,000 labelled
+    exposures: fires. Version 2: the same drop on 500: held back. Version 3: HR within the margin,
+    MRR at 58%: the MRR alert. Version 4: both within. Held 6 hours, 1 and 3 recommend a retrain."""
+    exprs = [{"expr": "round(sessionrec:live_hr_at_20:ratio_to_offline, 0.0001)", "eval_time": "30m",
+              "exp_samples": [{"labels": f'{{job="live",model_version="{v}",variant="control"}}',
+                               "value": round(LIVE[v][0] / OFFLINE[0], 4)} for v in LIVE]},
+             {"expr": "sessionrec:live_quality_max_relative_drop", "eval_time": "30m",
+              "exp_samples": [{"labels": "sessionrec:live_quality_max_relative_drop", "value": 0.2}]}]
+    alerts = [
+        live_alert("SessionrecLiveHitRateBelowOffline", "10m", []),  # not yet for 15 minutes
+        live_alert("SessionrecLiveHitRateBelowOffline", "30m", ["1"]),
+        live_alert("SessionrecLiveMrrBelowOffline", "30m", ["3"]),
+        live_alert("SessionrecRetrainRecommended", "60m", [], severity="info", variant=False),
+        live_alert("SessionrecRetrainRecommended", "380m", ["1", "3"], severity="info", variant=False),
+    ]
+    run_promtool(tmp_path, live_series(), alerts, exprs)
+
+
 def test_every_alert_is_tested():
     groups = yaml.safe_load(RULES.read_text())["groups"]
     names = {r["alert"] for g in groups for r in g["rules"] if "alert" in r}
     source = Path(__file__).read_text()
     assert names == {"SessionrecInputDrift", "SessionrecUnknownItemsHigh", "SessionrecFallbackHigh",
-                     "SessionrecRetrainRecommended"}
+                     "SessionrecRetrainRecommended", "SessionrecLiveHitRateBelowOffline",
+                     "SessionrecLiveMrrBelowOffline"}
     assert all(f'"{n}"' in source for n in names)
     assert np.isclose(psi(REFERENCE, MIXES["3"]), psi(REFERENCE, MIXES["2"]))

@@ -79,3 +79,24 @@ def test_model_files_import_nothing_heavy_before_loading(model):
     code = "\n".join(imports + ["import sys", "print(sorted({'faiss', 'onnxruntime', 'torch'} & set(sys.modules)))"])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_an_older_versions_model_py_gets_outputs_added_since_filled_in():
+    """session_history's `canary` output (monitoring) came after versions were exported; under the
+    shared new config, an older version's copied model.py answers it false instead of failing."""
+    import numpy as np
+
+    from sessionrec.serving import triton_io as io
+
+    class Tensor:  # the stub's pb_utils exists only inside Triton: the two constructors response() uses
+        def __init__(self, name, array):
+            self.name, self.array = name, array
+
+    pb = type("pb", (), {"Tensor": Tensor, "InferenceResponse": lambda output_tensors: output_tensors})
+    dtypes = {"HISTORY_LENGTH": np.dtype(np.int32), "canary": np.dtype(bool)}
+    old = io.response(pb, {"HISTORY_LENGTH": np.array([[3]])}, dtypes)  # what an older model.py sends
+    assert {t.name: t.array.tolist() for t in old} == {"HISTORY_LENGTH": [[3]], "canary": [[False]]}
+    new = io.response(pb, {"HISTORY_LENGTH": np.array([[3]]), "canary": np.array([[True]])}, dtypes)
+    assert {t.name: t.array.tolist() for t in new}["canary"] == [[True]]
+    with pytest.raises(KeyError):  # any other missing output is still the model's bug
+        io.response(pb, {}, {"ITEM_IDS": np.dtype(np.int64)})
