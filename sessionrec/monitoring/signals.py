@@ -131,18 +131,28 @@ class TritonSink:
 
     close() drops every Metric before its family: the stub refuses (and newer releases crash on)
     a family deleted before its metrics, which happens at unload unless done in this order.
+
+    Every series carries `stub` (this stub's process id), so no two stubs ever hold the same
+    prometheus series. tritonserver 2.51 counts references to a series per MetricFamily object,
+    and each stub's family is its own object: when two stubs with the same labels (two instances of
+    one version, a version reloaded while its old stub unloads, two steps of the three-step layout)
+    share a series, the first to unload frees it under the other, whose next increment corrupts the
+    server's heap ("malloc_consolidate(): unaligned fastbin chunk detected", then SIGABRT: seen on
+    an instance-count reload and on a switch that reloaded a version). The rules aggregate `stub`
+    away like replicas (sum for counters, max for the reference gauges).
     """
 
     def __init__(self, pb_utils) -> None:
         self.pb = pb_utils
         self.families: dict[str, object] = {}
         self.metrics: list[object] = []
+        self.stub = str(os.getpid())
 
     def _metric(self, name: str, description: str, labels: dict[str, str], kind):
         family = self.families.get(name)
         if family is None:
             family = self.families[name] = self.pb.MetricFamily(name=name, description=description, kind=kind)
-        metric = family.Metric(labels=labels)
+        metric = family.Metric(labels={**labels, "stub": self.stub})
         self.metrics.append(metric)
         return metric
 

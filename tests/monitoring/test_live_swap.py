@@ -66,3 +66,38 @@ def test_hot_swap_under_traffic_with_counters_live(fresh_repository, trained_che
             assert bad not in log, bad
     finally:
         server.stop()
+
+
+def test_two_stubs_of_one_version_never_share_a_series(fresh_repository, sample_dataset, tmp_path):
+    """Regression: the fused step reloaded between two instances and one, under traffic.
+
+    Two stubs of one version used to create the same series (same labels); tritonserver 2.51 counts
+    references per stub's MetricFamily, so the stub that unloaded first freed the series under the
+    other and the server aborted on heap corruption (sessionrec.monitoring.signals.TritonSink).
+    Each stub's series now carry its own `stub` label.
+    """
+    import json
+
+    server = EmbeddedServer(fresh_repository, watch_seconds=0, log_file=tmp_path / "triton.log")
+    server.start()
+    try:
+        step = "session_recommender"
+        tri = server.server.client()
+        config = tri.get_model_config(step, as_json=True)["config"]
+        with Replay(server.grpc_url, prefixes(sample_dataset, sample_dataset.train), users=2) as replay:
+            for count in (2, 1, 2, 1, 2, 1):
+                config["instance_group"][0]["count"] = count
+                server.server.load_model(step, config_json=json.dumps(config))
+                time.sleep(1.5)  # traffic on both stubs, more than one flush interval
+                assert server.server.is_running, server.server.log_tail()
+        assert replay.failures == 0, server.server.log_tail()
+        assert replay.sent > 100
+        text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+        stubs = {line.split('stub="')[1].split('"')[0] for line in text.splitlines()
+                 if line.startswith("sessionrec_sessions_total{")}
+        assert len(stubs) == 1, stubs  # one instance left: the unloaded stub's series went with it
+        log = (tmp_path / "triton.log").read_text(errors="replace")
+        for bad in ("malloc", "Signal (6)", "Segmentation fault", "Stub process", "Error when deleting"):
+            assert bad not in log, bad
+    finally:
+        server.stop()
