@@ -24,6 +24,9 @@ Systems (--systems):
                   layout: the ensemble's one step, session_recommender, runs the whole pipeline)
   sessionrec-delay100 the same version with the fused step's max_queue_delay_microseconds at 100 (the
                   default before issue 15; today's default is 0): what the batcher's wait costs
+  sessionrec-x2   the same version with two fused step instances: what a second stub costs at capacity
+                  and buys in the tail (tritonserver 2.51's batcher can leave a request waiting out its
+                  500 ms idle timeout when the only instance is being released; docs/BENCHMARKS.md)
   sessionrec-3step the same version with the three-step layout on CPU (preprocess -> session_encoder
                   -> retrieval, three python stubs): what fusing the steps buys
   naive           sessionrec/naive_server.py: model forward() per request (normalise the item table,
@@ -59,10 +62,11 @@ from sessionrec.load_tests.sla import SLA
 
 ROOT = Path(__file__).resolve().parents[1]
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
-SYSTEMS = ("sessionrec", "sessionrec-delay100", "sessionrec-3step", "naive", "naive-cached", "cache-ceiling")
+SYSTEMS = ("sessionrec", "sessionrec-delay100", "sessionrec-x2", "sessionrec-3step", "naive", "naive-cached", "cache-ceiling")
 LABELS = {
     "sessionrec": "sessionrec Triton ensemble",
     "sessionrec-delay100": "ensemble, step batcher waits 100 us",
+    "sessionrec-x2": "ensemble, two fused step instances",
     "sessionrec-3step": "ensemble as three python steps",
     "naive": "naive PyTorch + http.server",
     "naive-cached": "naive, item table cached",
@@ -356,7 +360,7 @@ def markdown(results: dict) -> str:
         probe = data["probe"]
         lines.append(f"| {LABELS[name]} | {probe['requests']} | {probe['p50']:.2f} | {probe['p95']:.2f} | {probe['p99']:.2f} | "
                      f"{probe.get('over_100ms', '')} |")
-    for system in ("sessionrec", "sessionrec-delay100", "sessionrec-3step"):
+    for system in ("sessionrec", "sessionrec-delay100", "sessionrec-x2", "sessionrec-3step"):
         ensemble = results["systems"].get(system)
         if not (ensemble and ensemble["ladder"]):
             continue
@@ -594,6 +598,9 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "sessionrec-delay100":
                 context = triton_system(name, three_step_copy(repository, work / "repository-delay100", log,
                                                               fused_queue_delay_us=100), folder / "tritonserver.log")
+            elif name == "sessionrec-x2":  # a second stub: a request never waits out the batcher's lost wake-up
+                context = triton_system(name, three_step_copy(repository, work / "repository-x2", log,
+                                                              fused_instances=2), folder / "tritonserver.log")
             elif name == "cache-ceiling":
                 context = triton_system(name, cache_repository, folder / "tritonserver.log", cache_bytes=args.cache_mb << 20)
             else:
