@@ -7,7 +7,7 @@ inputs while every model reports READY). A watcher then follows the repository: 
 goes live (export), its steps are loaded beside the serving ones, then the ensemble is switched to it
 and its canaries are replayed; when the live one is retired (rollback), the ensemble is switched back
 first. A failed load or canary points the ensemble back at the previous version, which stayed
-loaded. Requests keep being answered throughout (docs/RELIABILITY.md measures it under load). The
+loaded; a version whose canaries answered wrong is not tried again (`refused`). Requests keep being answered throughout (docs/RELIABILITY.md measures it under load). The
 watcher also restarts a step whose python-backend stub process died (`heal`).
 """
 
@@ -37,7 +37,11 @@ _DEAD_STUB = re.compile(r"Stub process '(?P<model>\w+?)_\d+_\d+' is not healthy"
 
 
 class CanaryMismatch(SessionrecError):
-    """A served answer differs from the answer recorded at export time."""
+    """A served answer differs from the answer recorded at export time (`report`: the replay)."""
+
+    def __init__(self, message: str, report=None):
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass
@@ -45,10 +49,16 @@ class CanaryReport:
     version: int
     checked: int
     failures: list[str]
+    errors: int = 0  # failures that are requests with no answer (a timeout, a dead stub), not wrong answers
 
     @property
     def ok(self) -> bool:
         return not self.failures
+
+    @property
+    def disagrees(self) -> bool:
+        """Some answer came back and differs: the version is wrong, not the moment (no retry helps)."""
+        return len(self.failures) > self.errors
 
 
 def infer_recommend(client, items, k: int, exclude_seen: bool, model: str = "recommend", timeout: float | None = 10.0):
@@ -67,13 +77,14 @@ def infer_recommend(client, items, k: int, exclude_seen: bool, model: str = "rec
 
 
 def replay_canaries(client, manifest: dict, model: str = "recommend") -> CanaryReport:
-    failures = []
+    failures, errors = [], 0
     canaries = manifest.get("canaries", [])
     for i, canary in enumerate(canaries):
         try:
             result = infer_recommend(client, canary["items"], canary["k"], canary["exclude_seen"], model=model)
         except Exception as exc:  # noqa: BLE001 - any failure to answer is a canary failure
             failures.append(f"canary {i}: request failed: {exc}")
+            errors += 1
             continue
         ids = result.as_numpy("ITEM_IDS")[0].tolist()
         scores = result.as_numpy("SCORES")[0]
@@ -87,7 +98,7 @@ def replay_canaries(client, manifest: dict, model: str = "recommend") -> CanaryR
             failures.append(f"canary {i}: UNKNOWN_COUNT differs")
     if not canaries:
         failures.append("manifest has no canary requests")
-    return CanaryReport(version=int(manifest["version"]), checked=len(canaries), failures=failures)
+    return CanaryReport(version=int(manifest["version"]), checked=len(canaries), failures=failures, errors=errors)
 
 
 def ensemble_steps_on_disk(repository: Path) -> tuple[str, ...]:
@@ -180,6 +191,12 @@ class EmbeddedServer:
         self.version: int | None = None
         self.events: list[str] = []  # what the watcher did, for logs and tests
         self.session_canaries = None  # the last SessionCanaryReport (recommend_session served)
+        # Versions whose canaries got wrong answers at a switch: why, by version. Not tried again (the
+        # answers do not change; each try switched both ensembles to it and back, and tritonserver
+        # 2.51 crashed on a second round of those reloads: malloc_consolidate, signal 6). A restart,
+        # a rollback or the next export moves on; a switch that failed for any other reason (a load
+        # error, requests that timed out) is tried again at the next round.
+        self.refused: dict[int, str] = {}
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -244,7 +261,7 @@ class EmbeddedServer:
         self.session_canaries = report
         if not report.ok:
             raise CanaryMismatch(f"version {version} on {SESSION_ENSEMBLE} answers differ from its export-time canaries "
-                                 f"({len(report.failures)} failed): {report.failures[0]}")
+                                 f"({len(report.failures)} failed): {report.failures[0]}", report)
         self.events.append(f"version {version} on {SESSION_ENSEMBLE} ({report.summary()})")
         return report
 
@@ -273,7 +290,7 @@ class EmbeddedServer:
         """Serve the repository's live version if it changed; True when a switch happened."""
         with self._lock:
             target = current_version(self.repository)
-            if target is None or target == self.version:
+            if target is None or target == self.version or target in self.refused:
                 return False
             previous = self.version
             ensemble_touched = False
@@ -297,12 +314,14 @@ class EmbeddedServer:
                 self.server.load_model("recommend", config_json=self._ensemble_json(target))
                 report = replay_canaries(self.server.client(), read_manifest(self.repository / "recommend" / str(target)))
                 if not report.ok:
-                    raise CanaryMismatch(f"version {target}: {report.failures[0]}")
+                    raise CanaryMismatch(f"version {target}: {report.failures[0]}", report)
                 if self.session_models:  # the stateful ensemble follows once the version is verified
                     self.server.load_model(SESSION_ENSEMBLE, config_json=self._ensemble_json(target, SESSION_ENSEMBLE))
                     self._check_session(target)  # a failure restores both ensembles below
             except Exception as exc:  # noqa: BLE001 - keep serving whatever still works
                 self.events.append(f"switch to version {target} failed: {exc}")
+                if isinstance(exc, CanaryMismatch) and exc.report is not None and exc.report.disagrees:
+                    self.refused[target] = str(exc)
                 log.error("switch to version %s failed, staying on %s: %s", target, previous, exc)
                 if ensemble_touched:
                     self._restore(previous)
@@ -349,23 +368,37 @@ class EmbeddedServer:
         """Reload the step whose python-backend stub died, found by one canary request; its name or None.
 
         Triton neither restarts a dead stub nor marks its model unready, so nothing else would notice.
-        Unload + load starts a new stub (~0.3 s); the ensemble stays loaded meanwhile.
+        Unload + load starts a new stub (~0.3 s); the ensemble stays loaded meanwhile. The probe goes
+        through `recommend`, then through `recommend_session` where that ensemble has a step of its
+        own (session_history, on the three-step layouts; on the fused CPU layout both ensembles run
+        the one session_recommender stub the first probe reached): a look-up event under a reserved
+        canary id, which stores nothing and, when Redis is down or hung, comes back `degraded` within
+        one Redis timeout, which is an answer, not a dead stub.
         """
         from tritonclient.utils import InferenceServerException
+
+        from sessionrec.serving import session_canaries
 
         with self._lock:
             if self.version is None:
                 return None
-            canary = read_manifest(self.repository / "recommend" / str(self.version))["canaries"][0]
-            try:
-                infer_recommend(self.server.client(), canary["items"], canary["k"], canary["exclude_seen"])
-                return None
-            except InferenceServerException as exc:
-                dead = _DEAD_STUB.search(exc.message() or "")
+            version, client = self.version, self.server.client()
+            canary = read_manifest(self.repository / "recommend" / str(version))["canaries"][0]
+            probes = [lambda: infer_recommend(client, canary["items"], canary["k"], canary["exclude_seen"])]
+            if HISTORY in self.session_models:
+                probes.append(lambda: session_canaries.probe(client, canary, version))
+            dead = None
+            for probe in probes:
+                try:
+                    probe()
+                except InferenceServerException as exc:
+                    dead = _DEAD_STUB.search(exc.message() or "")
+                    if dead is not None:
+                        break
             if dead is None:
                 return None
             model = dead.group("model")
-            self.server.client().unload_model(model)
+            client.unload_model(model)
             self.server.load_model(model)
             self.events.append(f"restarted {model}: its python backend stub had died")
             log.error("restarted %s: its python backend stub had died", model)

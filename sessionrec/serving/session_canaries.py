@@ -38,10 +38,16 @@ class SessionCanaryReport:
     through_history: int = 0  # canaries replayed click by click and answered from Redis
     degraded: int = 0  # canaries whose click-by-click replay found Redis unavailable (not compared)
     failures: list[str] = field(default_factory=list)
+    errors: int = 0  # failures that are requests with no answer (a timeout, a dead stub), not wrong answers
 
     @property
     def ok(self) -> bool:
         return not self.failures
+
+    @property
+    def disagrees(self) -> bool:
+        """Some answer came back and differs: the version is wrong, not the moment (no retry helps)."""
+        return len(self.failures) > self.errors
 
     def summary(self) -> str:
         return (f"{self.checked} session canaries ok, {self.through_history} through the Redis history"
@@ -103,6 +109,15 @@ def _event(client, session_id: bytes, new_items: list[int], seq: int, canary: di
             result.as_numpy("HISTORY_STATE")[0, 0].decode())
 
 
+def probe(client, canary: dict, version: int, model: str = SESSION_MODEL) -> str:
+    """One look-up event carrying the canary's whole session (no click: nothing is stored) under a
+    reserved canary id; its HISTORY_STATE. For EmbeddedServer.heal: a dead step raises, while a
+    Redis that is down or hung answers `degraded` (within one timeout), which is not a dead step."""
+    *_, state = _event(client, canary_session_id(version, "heal", 0, "items"), [], 1, canary,
+                       full=[int(x) for x in canary["items"]], model=model)
+    return state
+
+
 def replay(client, manifest: dict, model: str = SESSION_MODEL) -> SessionCanaryReport:
     """The manifest's canaries through the served `model` (a tritonclient.grpc client)."""
     version = int(manifest["version"])
@@ -152,4 +167,5 @@ def replay(client, manifest: dict, model: str = SESSION_MODEL) -> SessionCanaryR
                 report.through_history += 1
         except Exception as exc:  # noqa: BLE001 - any failure to answer is a canary failure
             report.failures.append(f"session canary {i}: request failed: {exc}")
+            report.errors += 1
     return report

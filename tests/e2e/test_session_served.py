@@ -226,6 +226,17 @@ def test_click_command(session_server, known, capsys):
     assert "CLICK_SEQ=0" in capsys.readouterr().err
 
 
+def test_demo_prints_a_guest_session_click_by_click(session_server, known, capsys):
+    from sessionrec.commands.demo_cmd import click_by_click
+
+    clicks = [int(x) for x in known[20:23]]
+    click_by_click(session_server.grpc_url, clicks)
+    out = capsys.readouterr().out
+    for n, item in enumerate(clicks, 1):
+        assert f"click {item:>7} -> history {n} clicks (stored): [" in out
+    assert "the last click sent again (a retry, same seq) -> duplicate, history 3 clicks" in out
+
+
 def test_three_step_layout_has_its_own_history_step(fresh_repository, redis_server, known, tmp_path):
     """Without the fused step (the GPU layout's wiring), `session_history` runs as the first step."""
     from sessionrec.export.configs import HISTORY, STEPS, ServingConfig
@@ -243,6 +254,49 @@ def test_three_step_layout_has_its_own_history_step(fresh_repository, redis_serv
         assert (length, state) == (2, "stored")
         assert ids == infer_recommend(own, [a, b], 10, False).as_numpy("ITEM_IDS")[0].tolist()
         assert click(own, "three-step", 2, [b])[2] == "duplicate"
+
+
+def test_heal_restarts_a_dead_history_step_and_not_for_a_redis_outage(fresh_repository, redis_server, known, tmp_path):
+    """Three-step layout: `recommend` never reaches session_history, so only a probe through
+    recommend_session notices its dead stub; a Redis that is down is not a dead stub."""
+    import redis
+
+    from sessionrec.export.configs import HISTORY, ServingConfig
+    from sessionrec.export.repository import write_configs
+    from sessionrec.reliability.faults import kill_stub
+    from sessionrec.reliability.procs import python_stubs
+    from sessionrec.serving import session_canaries
+
+    write_configs(fresh_repository, ServingConfig(fused_cpu=False), version=1)
+    env = {"SESSIONREC_REDIS_URL": redis_server.url, "SESSIONREC_REDIS_TIMEOUT_MS": "50"}
+    with EmbeddedServer(fresh_repository, watch_seconds=0, log_file=tmp_path / "triton.log", environment=env) as server:
+        own = grpcclient.InferenceServerClient(server.grpc_url)
+        a = int(known[10])
+        db = redis.Redis.from_url(redis_server.url)
+        keys = set(db.keys("*"))
+        assert server.heal() is None
+        assert set(db.keys("*")) == keys  # the probe is a look-up: it stores nothing, not even under canary:
+        redis_server.kill()
+        try:
+            assert server.heal() is None  # answered degraded: nothing to restart
+            assert not any(e.startswith("restarted") for e in server.events)
+        finally:
+            redis_server.start()
+
+        stub = kill_stub(server.server.pid, HISTORY)
+        with pytest.raises(InferenceServerException, match=f"Stub process '{HISTORY}_0_0' is not healthy"):
+            click(own, "heal-guest", 1, [a])
+        assert infer_recommend(own, [a], 10, False).as_numpy("ITEM_IDS").size  # `recommend` alone sees nothing
+        assert server.heal() == HISTORY and server.events[-1].startswith(f"restarted {HISTORY}")
+        assert stub not in python_stubs(server.server.pid)[HISTORY]
+        deadline, seq = time.monotonic() + 5, 1
+        while (state := click(own, "heal-guest", seq, [a])[2]) != "stored":  # the new stub reaches the new Redis
+            assert state == "degraded" and time.monotonic() < deadline
+            seq += 1
+            time.sleep(0.1)
+        assert server.heal() is None
+        report = session_canaries.replay(own, manifest_of(fresh_repository))
+        assert report.ok and report.through_history > 0, report.failures
 
 
 def test_history_survives_a_retrain_and_both_ensembles_switch(fresh_repository, trained_checkpoint, sample_path,
@@ -340,3 +394,64 @@ def test_redis_down_degrades_the_canaries_without_failing_them(client, redis_ser
         assert time.monotonic() < deadline
         seq += 1
         time.sleep(0.1)
+
+
+# -- a switch refused on recommend_session alone ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def short_window_checkpoint(tmp_path_factory, sample_path):
+    """A model that reads the newest 4 clicks (trained_checkpoint reads 16)."""
+    from sessionrec.model import ModelConfig
+    from sessionrec.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("short-window")
+    return train(sample_path, out, ModelConfig(dim=32, max_len=4), TrainConfig(epochs=1, batch_size=50, patience=1),
+                 progress=False).best_path
+
+
+def pinned(client, ensemble: str) -> set[int]:
+    config = client.get_model_config(ensemble, as_json=True)["config"]
+    return {int(step["model_version"]) for step in config["ensemble_scheduling"]["step"]}
+
+
+def test_a_switch_whose_session_canaries_fail_reverts_both_ensembles(short_window_checkpoint, trained_checkpoint,
+                                                                     sample_path, redis_server, tmp_path):
+    """The deployment keeps the newest 4 clicks per guest (SESSIONREC_HISTORY_MAX_LEN, the chart's
+    redis.maxLen) and version 1 reads 4. A retrain that reads 16 answers `recommend` right (the caller
+    sends the whole session) but would answer guests on recommend_session from the 4 clicks Redis kept:
+    its canaries longer than 4 clicks fail click by click, and the switch is undone on both ensembles."""
+    from sessionrec.export.exporter import ExportOptions, export_version
+    from sessionrec.serving import session_canaries
+    from sessionrec.serving.artifacts import read_manifest
+    from sessionrec.serving.embedded import replay_canaries
+
+    repo = tmp_path / "repository"
+    options = ExportOptions(data=str(sample_path), quality_sessions=200, parity_sessions=100)
+    export_version(short_window_checkpoint, repo, options, progress=False)
+    env = {"SESSIONREC_REDIS_URL": redis_server.url, "SESSIONREC_REDIS_TIMEOUT_MS": "50",
+           "SESSIONREC_HISTORY_MAX_LEN": "4"}
+    with EmbeddedServer(repo, watch_seconds=0, log_file=tmp_path / "triton.log", environment=env) as server:
+        own = grpcclient.InferenceServerClient(server.grpc_url)
+        first = read_manifest(repo / "recommend" / "1")
+        assert server.session_canaries.ok and server.session_canaries.through_history > 0
+
+        export_version(trained_checkpoint, repo, options, progress=False)
+        second = read_manifest(repo / "recommend" / "2")
+        assert any(4 < len(c["items"]) <= 16 for c in second["canaries"])  # what the history cannot rebuild
+        assert not server.sync() and server.version == 1
+        why = server.events[-1]
+        assert why.startswith("switch to version 2 failed: version 2 on recommend_session"), why
+        assert "(click by click): click 5 answered from 4 stored clicks" in why, why
+        # Both ensembles are back on version 1 and answer as it did at export, Redis history included.
+        assert pinned(own, "recommend") == pinned(own, "recommend_session") == {1}
+        assert replay_canaries(own, first).ok
+        back = session_canaries.replay(own, first)
+        assert back.ok and back.through_history == sum(len(c["items"]) <= 4 for c in first["canaries"]) > 0, back.failures
+        assert replay_canaries(own, second).failures  # the two models answer differently: the check means something
+
+        # The watcher's next rounds leave version 2 alone: its answers will not change, and switching
+        # both ensembles to it and back at every round churned the server (tritonserver crashed once).
+        events = len(server.events)
+        assert not server.sync() and server.version == 1 and len(server.events) == events
+        assert server.refused == {2: why.removeprefix("switch to version 2 failed: ")}
+        assert pinned(own, "recommend") == pinned(own, "recommend_session") == {1}
