@@ -5,6 +5,7 @@ import triton_python_backend_utils as pb_utils
 from sessionrec.serving import triton_io as io
 from sessionrec.serving.artifacts import load_retriever
 from sessionrec.serving.preprocess import RequestError
+from sessionrec.serving.shards import ShardUnavailable
 
 INPUTS = ("session_embedding", "items", "fallback", "K", "EXCLUDE_SEEN")
 
@@ -24,8 +25,8 @@ class TritonPythonModel:
                 rows = self.retriever.retrieve(
                     x["session_embedding"], x["items"], x["fallback"], x["K"], x["EXCLUDE_SEEN"]
                 )
-            except RequestError as exc:
-                responses.append(io.error_response(pb_utils, str(exc)))
+            except (RequestError, ShardUnavailable) as exc:  # a shard server down: UNAVAILABLE, this request
+                responses.append(io.error_for(pb_utils, exc))
                 continue
             if len(rows) == 1:
                 ids, scores = rows[0]
