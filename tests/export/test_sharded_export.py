@@ -1,7 +1,8 @@
 """`sessionrec export --shards S`: shard models written and verified like every artifact.
 
 The bundled sample's model (tests/conftest.py) exported with 2 exact (flat) shards answers exactly
-what the unsharded export answers; its shards are checksummed, its canaries recorded through the
+what the unsharded export answers (fixture `sharded_repository`,
+tests/conftest.py); its shards are checksummed, its canaries recorded through the
 merged shards, and a failed shard build leaves the live version as it was.
 """
 
@@ -22,14 +23,6 @@ from sessionrec.serving.pipeline import LocalPipeline
 from sessionrec.serving.shards import ShardConfigError, ShardIndex, addresses_from_env, timeout_from_env
 
 SAMPLE_OPTIONS = dict(index="flat", quality_sessions=300, parity_sessions=200)
-
-
-@pytest.fixture(scope="module")
-def sharded_repository(tmp_path_factory, trained_checkpoint, sample_path):
-    repo = tmp_path_factory.mktemp("sharded") / "repository"
-    export_version(trained_checkpoint, repo, ExportOptions(data=str(sample_path), shards=2, **SAMPLE_OPTIONS),
-                   progress=False)
-    return repo
 
 
 def test_sharded_export_writes_shard_models_and_the_manifest_list(sharded_repository):
