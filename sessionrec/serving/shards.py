@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 
 from sessionrec.errors import SessionrecError
-from sessionrec.export.shards import merge_topk
 
 SHARD_MODEL = "retrieval_shard_{}"
 ADDRESSES_ENV = "SESSIONREC_SHARD_ADDRESSES"
@@ -118,6 +117,8 @@ class LocalShards:
         return cls([ShardIndex.load(Path(repository) / s["model"] / str(version)) for s in shard_list(manifest)])
 
     def search_topk(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        from sessionrec.export.shards import merge_topk  # FAISS: kept out of the light model.py imports
+
         return merge_topk([shard.search(queries, k) for shard in self.shards], k)
 
 
@@ -195,6 +196,8 @@ class RemoteShards:
                 failed.append(str(exc))
         if failed:
             raise ShardUnavailable("; ".join(failed))
+        from sessionrec.export.shards import merge_topk  # FAISS: kept out of the light model.py imports
+
         return merge_topk(parts, k)
 
     def close(self) -> None:
