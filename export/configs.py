@@ -249,6 +249,22 @@ def retrieval_config(cfg: ServingConfig, gpu: bool = False) -> mc.ModelConfig:
     return config
 
 
+# A retrieval shard (sessionrec.serving.shards): the front's session vectors in, the shard's top K out
+# as global model ids (the front merges by score and maps to raw ids).
+SHARD_INPUTS = [("session_embedding", FP32, [-1]), ("K", INT32, [1])]
+SHARD_OUTPUTS = [("SCORES", FP32, [-1]), ("MODEL_IDS", INT64, [-1])]
+
+
+def shard_config(cfg: ServingConfig, shard: int) -> mc.ModelConfig:
+    """`retrieval_shard_<s>`, served alone by shard s's tritonserver; the front pins its version."""
+    config = mc.ModelConfig(name=f"retrieval_shard_{shard}", backend="python")
+    _common(config, cfg)
+    _tensors(config.input, SHARD_INPUTS)
+    _tensors(config.output, SHARD_OUTPUTS)
+    _instances(config, cfg.retrieval_instances)
+    return config
+
+
 def fused_config(cfg: ServingConfig) -> mc.ModelConfig:
     """`session_recommender`: the whole pipeline in one python model (the CPU ensemble's step)."""
     config = mc.ModelConfig(name=FUSED, backend="python")

@@ -34,6 +34,7 @@ from sessionrec.contract import CONTRACT_VERSION, EncoderSpec, make_spec
 from sessionrec.data import load_dataset, prefixes
 from sessionrec.errors import SessionrecError
 from sessionrec.export import repository as repo_lib
+from sessionrec.export import shards as shard_lib
 from sessionrec.export.configs import MODELS, VERSIONED, ServingConfig, all_configs
 from sessionrec.export.faiss_index import IndexSpec, build_index, save_index
 from sessionrec.export.onnx_export import (EXTERNAL_DATA_MIN_BYTES, TrainedEncoder, check_parity, data_file, export_onnx,
@@ -69,6 +70,10 @@ class ExportOptions:
     # item table of 10M items at d=100 is 4 GB); below it model.onnx is self-contained.
     onnx_external_data_bytes: int = EXTERNAL_DATA_MIN_BYTES
     candidate: bool = False  # publish as the experiment's candidate (recommend_candidate), not live
+    # Split retrieval into this many shards (0: one index, the default). Each row range gets its own
+    # retrieval_shard_<s> model for its own server; retrieval/<N> then holds no index
+    # (sessionrec.serving.shards, docs/LARGE_CATALOGUES.md "Sharded retrieval").
+    shards: int = 0
     serving: ServingConfig = field(default_factory=ServingConfig)
 
 
@@ -205,6 +210,8 @@ def export_spec(spec: EncoderSpec, repository: str | Path, options: ExportOption
     options = options or ExportOptions()
     if options.precision not in PRECISIONS:
         raise ExportError(f"--precision must be one of {PRECISIONS}, got {options.precision!r}")
+    if options.shards == 1 or not 0 <= options.shards <= spec.n_items:
+        raise ExportError(f"--shards must be 0 (one index) or 2..{spec.n_items} (the catalogue's items), got {options.shards}")
     repo = Path(repository).resolve()
     schema = spec.schema
     raw_ids = spec.padded_raw_ids()
@@ -271,15 +278,24 @@ def export_spec(spec: EncoderSpec, repository: str | Path, options: ExportOption
         step("precision variants")
 
         tune = spec.encode([s[:-1] for s in sessions[:500]])
-        index, index_report = build_index(table, IndexSpec(kind=options.index), tune_queries=tune,
-                                          target_recall=options.target_recall, progress=progress)
-        save_index(index, dirs["retrieval"] / "items.faiss")
+        shard_list = []
+        if options.shards:
+            # One index per row range, each in its own model folder; no full index anywhere.
+            built = shard_lib.build_shards(table, options.shards, IndexSpec(kind=options.index), tune_queries=tune,
+                                           target_recall=options.target_recall, progress=progress)
+            dirs.update(shard_lib.save_shards(built, staged, version))
+            shard_list = shard_lib.shards_manifest(built)
+            index_report = shard_lib.combined_report(built, shard_lib.merged_recall(built, table, tune))
+        else:
+            index, index_report = build_index(table, IndexSpec(kind=options.index), tune_queries=tune,
+                                              target_recall=options.target_recall, progress=progress)
+            save_index(index, dirs["retrieval"] / "items.faiss")
         step("faiss index")
 
         np.save(dirs["preprocess"] / "item_ids.npy", raw_ids, allow_pickle=False)
         np.save(dirs["retrieval"] / "item_ids.npy", raw_ids, allow_pickle=False)
         np.save(dirs["retrieval"] / "popularity.npy", np.asarray(counts, dtype=np.int64), allow_pickle=False)
-        for model_name in VERSIONED:  # session_recommender's version folder holds only its model.py
+        for model_name in (*VERSIONED, *(s["model"] for s in shard_list)):  # session_recommender's: only model.py
             repo_lib.copy_model_code(dirs[model_name], model_name)
         artifacts = {
             str(p.relative_to(staged)): sha256_file(p)
@@ -305,6 +321,7 @@ def export_spec(spec: EncoderSpec, repository: str | Path, options: ExportOption
             "parity": parity.to_dict(),
             "precision_variants": variants,
             "index": index_report.to_dict(),
+            "retrieval_shards": shard_list,
             "artifacts": artifacts,
             "configs": all_configs(options.serving, version),
         }
@@ -313,8 +330,9 @@ def export_spec(spec: EncoderSpec, repository: str | Path, options: ExportOption
         _write_manifest(dirs, manifest)
         step("manifest")
 
-        # The staged version through the served code path: checksums, preprocess, ORT, FAISS.
-        pipeline = LocalPipeline(staged, version)
+        # The staged version through the served code path: checksums, preprocess, ORT, FAISS (a sharded
+        # version: every shard folder searched and merged by the front's code).
+        pipeline = LocalPipeline(staged, version, shards="local")
         checked = parity_set[:200]
         served = [pipeline.recommend(raw_ids[np.asarray(s)].tolist(), 20) for s in checked]
         served_top = [answer.item_ids for answer in served]

@@ -20,7 +20,8 @@ import uuid
 from pathlib import Path
 
 from sessionrec.errors import SessionrecError
-from sessionrec.export.configs import ENSEMBLES, MODELS, SESSION_ENSEMBLE, VERSIONED, ServingConfig, all_configs, ensemble_config, render, warmup_files
+from sessionrec.export.configs import (ENSEMBLES, MODELS, SESSION_ENSEMBLE, VERSIONED, ServingConfig, all_configs, ensemble_config,
+                                      render, shard_config, warmup_files)
 from sessionrec.serving.artifacts import read_manifest
 
 CHECKED_IN = Path(__file__).resolve().parent.parent / "model_repository"
@@ -29,6 +30,11 @@ CANDIDATE = "recommend_candidate"  # the experiment's second ensemble (export/ca
 
 class RepositoryError(SessionrecError):
     pass
+
+
+def shard_models(repo: Path) -> list[str]:
+    """The retrieval shard models of a repository (retrieval_shard_<s>; sharded exports only)."""
+    return sorted(p.name for p in Path(repo).glob("retrieval_shard_*") if p.is_dir())
 
 
 def versions(repo: Path, model: str = "recommend") -> list[int]:
@@ -88,7 +94,7 @@ def retired_dir(repo: Path) -> Path:
 def next_version(repo: Path) -> int:
     """Never reuse a number, not even a retired one: Triton (and its response cache) identify
     a model's answers by name and version."""
-    seen = [v for m in MODELS for v in versions(repo, m)]
+    seen = [v for m in (*MODELS, *shard_models(repo)) for v in versions(repo, m)]
     retired = retired_dir(repo)
     if retired.is_dir():
         seen += [int(p.name) for p in retired.iterdir() if p.name.isdigit()]
@@ -102,7 +108,7 @@ def clean_debris(repo: Path) -> list[Path]:
     candidate = candidate_version(repo)  # not live (no recommend/<N>) but served: not debris
     retired = retired_dir(repo)
     removed = []
-    for model in MODELS:
+    for model in (*MODELS, *shard_models(repo)):
         for v in versions(repo, model):
             if v not in live and v > max(live, default=0) and v != candidate:
                 source = repo / model / str(v)
@@ -136,18 +142,23 @@ def write_configs(root: Path, cfg: ServingConfig, version: int = -1, only: tuple
     files = {rel: text.encode() for rel, text in all_configs(cfg, version).items()} | warmup_files()
     for rel, data in files.items():
         if rel.split("/")[0] in only:
-            path = root / rel
-            if path.is_file() and path.read_bytes() == data:
-                continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            _write_if_changed(root / rel, data)
+
+
+def _write_if_changed(path: Path, data: bytes) -> None:
+    """Atomic write, skipped when the bytes are already there (an unchanged config keeps its mtime)."""
+    if path.is_file() and path.read_bytes() == data:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def copy_model_code(version_root: Path, model: str) -> None:
-    """The thin python-backend model.py goes into each version folder (Triton loads it from there)."""
-    source = CHECKED_IN / model / "model.py"
+    """The thin python-backend model.py goes into each version folder (Triton loads it from there).
+    Every retrieval_shard_<s> runs the one `retrieval_shard` model.py."""
+    source = CHECKED_IN / ("retrieval_shard" if model.startswith("retrieval_shard_") else model) / "model.py"
     if source.is_file():
         shutil.copy2(source, version_root / "model.py")
 
@@ -162,6 +173,13 @@ def publish(repo: Path, staged: Path, version: int, cfg: ServingConfig, candidat
     repo.mkdir(parents=True, exist_ok=True)
     write_configs(repo, cfg, version=current_version(repo) or version, only=VERSIONED)
     for model in VERSIONED:
+        target = repo / model / str(version)
+        if target.exists():
+            raise RepositoryError(f"{target}: version folder already exists; refusing to overwrite")
+        os.replace(staged / model / str(version), target)
+    # A sharded version's shard models (export --shards), before `recommend/<N>` marks it live.
+    for model in shard_models(staged):
+        _write_if_changed(repo / model / "config.pbtxt", render(shard_config(cfg, int(model.rsplit("_", 1)[1]))).encode())
         target = repo / model / str(version)
         if target.exists():
             raise RepositoryError(f"{target}: version folder already exists; refusing to overwrite")
@@ -185,7 +203,7 @@ def prune(repo: Path, keep: int) -> list[int]:
     live = live_versions(repo)
     removed = live[:-keep] if keep > 0 else []
     for v in removed:
-        for model in MODELS:
+        for model in (*MODELS, *shard_models(repo)):
             shutil.rmtree(repo / model / str(v), ignore_errors=True)
     return removed
 

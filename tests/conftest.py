@@ -47,6 +47,16 @@ def exported_repository(tmp_path_factory, trained_checkpoint) -> Path:
     return repo
 
 
+@pytest.fixture(scope="session")
+def sharded_repository(tmp_path_factory, trained_checkpoint) -> Path:
+    """The same model exported with retrieval split into 2 exact (flat) shards (`export --shards 2`)."""
+    from sessionrec.export.exporter import ExportOptions, export_version
+
+    repo = tmp_path_factory.mktemp("sharded") / "repository"
+    export_version(trained_checkpoint, repo, ExportOptions(data=str(SAMPLE), shards=2, index="flat"), progress=False)
+    return repo
+
+
 @pytest.fixture
 def fresh_repository(tmp_path, exported_repository) -> Path:
     """A private copy of the exported repository, for tests that change it."""

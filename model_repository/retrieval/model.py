@@ -8,6 +8,7 @@ from sessionrec.monitoring import signals
 from sessionrec.serving import triton_io as io
 from sessionrec.serving.artifacts import load_retriever
 from sessionrec.serving.preprocess import RequestError
+from sessionrec.serving.shards import ShardUnavailable
 
 INPUTS = ("session_embedding", "items", "fallback", "K", "EXCLUDE_SEEN")
 
@@ -28,7 +29,7 @@ class TritonPythonModel:
             x = {name: io.input_array(pb_utils, request, name) for name in INPUTS}
             return self.retriever.retrieve_request(x["session_embedding"], x["items"], x["fallback"], x["K"],
                                                    x["EXCLUDE_SEEN"])
-        except RequestError as exc:
+        except (RequestError, ShardUnavailable) as exc:  # a shard server down: UNAVAILABLE, this request
             return exc
 
     def execute(self, requests):
@@ -37,7 +38,7 @@ class TritonPythonModel:
             # `canary`: mapped by recommend_session only (from session_history); true for canary replays.
             self.monitor.observe_retrieval([io.optional_array(pb_utils, r, "canary") for r in requests], outs)
             self.monitor.maybe_flush()
-        return [io.error_response(pb_utils, str(out)) if isinstance(out, Exception)
+        return [io.error_for(pb_utils, out) if isinstance(out, Exception)  # UNAVAILABLE: a shard down
                 else io.response(pb_utils, {"ITEM_IDS": out[0], "SCORES": out[1]}, self.dtypes) for out in outs]
 
     def finalize(self):

@@ -73,7 +73,7 @@ class TritonPythonModel:
             self.pipeline.clock = None
         for request, out in zip(requests, outs):
             if isinstance(out, Exception):
-                responses.append(io.error_response(pb_utils, str(out)))
+                responses.append(io.error_for(pb_utils, out))  # UNAVAILABLE for a shard that is down
                 continue
             answer = out.answer
             responses.append(io.response(pb_utils, {

@@ -30,6 +30,10 @@ def add_parser(sub) -> None:
     parser.add_argument("--target-recall", type=float, default=0.95,
                         help="ANN indexes are tuned to at least this recall@20 vs exact on real session vectors "
                              "(default 0.95; at 1M synthetic items 0.99 keeps HR@20 within 0.3 points of exact)")
+    parser.add_argument("--shards", type=int, default=0,
+                        help="split retrieval into this many shard models (retrieval_shard_<s>), each served by its own "
+                             "tritonserver, the front merging by score; for catalogues beyond one node's memory "
+                             "(default 0: one index; docs/LARGE_CATALOGUES.md)")
     parser.add_argument("--quality-sessions", type=int, default=3000,
                         help="test prefixes scored over the full catalogue per precision variant (default 3000; "
                              "fewer makes large-catalogue exports faster)")
@@ -63,6 +67,7 @@ def run(args) -> int:
     options = ExportOptions(data=args.data, precision=args.precision, index=args.index,
                             keep_versions=args.keep_versions, max_k=args.max_k, candidate=args.candidate,
                             quality_sessions=args.quality_sessions, target_recall=args.target_recall,
+                            shards=args.shards,
                             serving=ServingConfig(response_cache=args.response_cache))
     result = export_version(args.checkpoint, args.repository, options, progress=not args.quiet)
     m = result.manifest
@@ -74,6 +79,8 @@ def run(args) -> int:
         "index": {k: m["index"][k] for k in ("kind", "recall_at_20", "build_seconds", "chosen_by")},
         "precision_variants": {p: {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
                                for p, r in m["precision_variants"].items()},
+        "retrieval_shards": [{"model": s["model"], "rows": s["rows"], "recall_at_20": s["index"]["recall_at_20"]}
+                             for s in m.get("retrieval_shards", [])],
         "pruned_versions": result.pruned,
     }
     print(json.dumps(summary, indent=2))

@@ -15,7 +15,9 @@ def add_parser(sub) -> None:
             "Start tritonserver (from the nvidia-pytriton wheel) on 127.0.0.1, load the live version, "
             "replay the manifest's canary requests and refuse to report healthy if an answer differs. "
             "New versions written by `sessionrec export` (and `sessionrec rollback`) are picked up while "
-            "serving. Stops cleanly on Ctrl-C / SIGTERM. "
+            "serving. A sharded export (export --shards S) gets a tritonserver per retrieval shard on 127.0.0.1 "
+            "beside the front, each version's shards loaded before the front switches to it. "
+            "Stops cleanly on Ctrl-C / SIGTERM. "
             "Example: sessionrec serve --repository runs/repository --grpc-port 8001"
         ),
     )
@@ -101,6 +103,9 @@ def run(args) -> int:
             print(f"  redis   {local_redis.url}   (throwaway, in memory)", flush=True)
         if server.candidate_version is not None:
             print(f"          candidate version {server.candidate_version} on model 'recommend_candidate'", flush=True)
+        for shard, address in enumerate(server.shards.addresses if server.shards is not None else ()):
+            print(f"  shard {shard} {address}   (retrieval_shard_{shard}, log {server.shards.servers[shard].log_path})",
+                  flush=True)
         print(f"  HTTP    {server.http_url}", flush=True)
         print(f"  metrics {server.metrics_url}", flush=True)
         print(f"  log     {server.server.log_path}", flush=True)

@@ -106,15 +106,27 @@ def load_encoder(version_dir: str | Path, verify: bool = True, threads: int = 1,
     return OnnxEncoder(version_dir / (filename or manifest["serving"]["encoder_file"]), threads=threads)
 
 
-def load_retriever(version_dir: str | Path, verify: bool = True):
+def load_retriever(version_dir: str | Path, verify: bool = True, shards: str = "remote"):
+    """The retrieval step of a version. A sharded version (manifest `retrieval_shards`) searches its
+    shards: on the shard servers named by SESSIONREC_SHARD_ADDRESSES (`shards="remote"`, serving),
+    or from the shard folders in this repository (`shards="local"`, export's verification)."""
     from sessionrec.export.faiss_index import load_index
     from sessionrec.serving.preprocess import IdMap
     from sessionrec.serving.retrieval import Retriever
+    from sessionrec.serving import shards as shards_lib
 
     version_dir = Path(version_dir)
     manifest = verify_model_artifacts(version_dir, "retrieval") if verify else read_manifest(version_dir)
+    if not shards_lib.shard_list(manifest):
+        index = load_index(version_dir / "items.faiss")
+    elif shards == "local":
+        index = shards_lib.LocalShards.load(version_dir.parent.parent, int(version_dir.name), manifest)
+    elif shards == "remote":
+        index = shards_lib.RemoteShards.from_env(int(version_dir.name), manifest)
+    else:
+        raise ValueError(f"shards must be 'local' or 'remote', got {shards!r}")
     return Retriever(
-        index=load_index(version_dir / "items.faiss"),
+        index=index,
         id_map=IdMap(load_array(version_dir / "item_ids.npy")),
         popularity=load_array(version_dir / "popularity.npy"),
         max_k=manifest["serving"]["max_k"],

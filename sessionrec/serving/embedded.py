@@ -9,6 +9,13 @@ and its canaries are replayed; when the live one is retired (rollback), the ense
 first. A failed load or canary points the ensemble back at the previous version, which stayed
 loaded; a version whose canaries answered wrong is not tried again (`refused`). Requests keep being answered throughout (docs/RELIABILITY.md measures it under load). The
 watcher also restarts a step whose python-backend stub process died (`heal`).
+
+A sharded export (`export --shards S`) is served the same way with a tritonserver per retrieval
+shard beside the front (sessionrec.serving.shard_servers, loopback, free ports), started first and
+named to the front by SESSIONREC_SHARD_ADDRESSES. A switch loads the new shard versions on every
+shard server and checks them ready before the front loads anything (the front pins its version on
+each shard), so a failed switch leaves the front on a version whose shards are all there. `heal`
+restarts a shard server that died, on its own port. An unsharded repository runs no more processes.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +32,12 @@ import numpy as np
 
 from sessionrec.errors import SessionrecError
 from sessionrec.export.configs import HISTORY, SESSION_ENSEMBLE, VERSIONED, parse
-from sessionrec.export.repository import CANDIDATE, candidate_version, current_version, live_versions
+from sessionrec.export.repository import (CANDIDATE, candidate_version, current_version, live_versions, shard_models,
+                                          versions as version_folders)
 from sessionrec.serving.artifacts import read_manifest
 from sessionrec.serving.launcher import TritonServer
+from sessionrec.serving.shard_servers import ShardServers, served_shard_count
+from sessionrec.serving.shards import SHARD_MODEL, ShardConfigError, shard_list
 
 log = logging.getLogger("sessionrec.serve")
 REDIS_URL_ENV = "SESSIONREC_REDIS_URL"  # sessionrec.serving.history.ENVIRONMENT
@@ -147,7 +158,8 @@ def _precompile_model_code(repository: Path, versions, venv_python) -> None:
 
     if _interpreter(venv_python).version != f"{sys.version_info[0]}.{sys.version_info[1]}":
         return
-    for source in (repository / model / str(v) / "model.py" for v in versions for model in VERSIONED):
+    models = (*VERSIONED, *shard_models(repository))  # the shard servers load from the same repository
+    for source in (repository / model / str(v) / "model.py" for v in versions for model in models):
         if source.is_file() and not Path(importlib.util.cache_from_source(str(source))).exists():
             try:
                 py_compile.compile(str(source), doraise=True)
@@ -187,6 +199,12 @@ class EmbeddedServer:
         ensembles = ["recommend", CANDIDATE] if self.candidate_version is not None else ["recommend"]
         self.server = TritonServer(self.repository, models=[*self.steps, *ensembles, *self.session_models],
                                    **server_kwargs)
+        # A sharded export: one tritonserver per retrieval shard, started before the front (whose
+        # steps search them from their first warm-up request). None when unsharded: nothing more runs.
+        count = served_shard_count({v: self._manifest(v) for v in self._front_versions()})
+        self.shards = ShardServers(self.repository, count, log_file=server_kwargs.get("log_file"),
+                                   venv_python=server_kwargs.get("venv_python", sys.executable),
+                                   exit_timeout_s=server_kwargs.get("exit_timeout_s", 10)) if count else None
         self.watch_seconds = watch_seconds
         self.version: int | None = None
         self.events: list[str] = []  # what the watcher did, for logs and tests
@@ -205,7 +223,14 @@ class EmbeddedServer:
     def start(self, timeout: float = 120.0) -> "EmbeddedServer":
         served = live_versions(self.repository) + ([self.candidate_version] if self.candidate_version else [])
         _precompile_model_code(self.repository, served, self.server.venv_python)
-        self.server.start(timeout=timeout, require_models=True)
+        if self.shards is not None:
+            self._start_shards(timeout)
+        try:
+            self.server.start(timeout=timeout, require_models=True)
+        except BaseException:
+            if self.shards is not None:
+                self.shards.stop()
+            raise
         try:
             version = current_version(self.repository)
             report = replay_canaries(self.server.client(), read_manifest(self.repository / "recommend" / str(version)))
@@ -222,6 +247,8 @@ class EmbeddedServer:
                 self._check_candidate()
         except BaseException:
             self.server.stop()
+            if self.shards is not None:
+                self.shards.stop()
             raise
         if self.watch_seconds > 0:
             self._watcher = threading.Thread(target=self._watch, name="sessionrec-watch", daemon=True)
@@ -233,6 +260,19 @@ class EmbeddedServer:
         if self._watcher is not None:
             self._watcher.join(timeout=30)
         self.server.stop()
+        if self.shards is not None:  # after the front: no request is left to fan out to them
+            self.shards.stop()
+
+    def _start_shards(self, timeout: float) -> None:
+        """The shard servers up, with the shard versions of what the front pins at launch ready."""
+        self.shards.start(timeout=timeout)
+        self.server.environment.update(self.shards.environment())
+        pinned = [v for v in (current_version(self.repository), self.candidate_version) if v is not None]
+        missing = [m for v in pinned if shard_list(self._manifest(v)) for m in self.shards.missing(v)]
+        if missing:  # e.g. a candidate older than the two newest shard versions on disk
+            self.shards.stop()
+            raise SessionrecError(f"the shard servers did not load what the front serves: {'; '.join(missing)} "
+                                  "(each loads the newest two versions of its shard on disk)")
 
     def __enter__(self) -> "EmbeddedServer":
         return self.start()
@@ -296,11 +336,17 @@ class EmbeddedServer:
             ensemble_touched = False
             try:
                 steps = self._steps_of(target)
-                if previous is None or target > previous:
+                forward = previous is None or target > previous
+                if forward:
+                    _precompile_model_code(self.repository, [target], self.server.venv_python)
+                # A sharded target: its shard versions ready on every shard server before the front
+                # loads it (its steps' warm-up already searches them); a failure here leaves the front
+                # untouched.
+                self._prepare_shards(target, forward)
+                if forward:
                     # A new version: each step loads it beside the serving one, while the ensemble still
                     # pins `previous`. Triton keeps a model version serving until its reload is ready,
                     # and keeps the loaded model when a load fails (a corrupted artifact): no gap.
-                    _precompile_model_code(self.repository, [target], self.server.venv_python)
                     extra = tuple(m for m in self.session_models if m == HISTORY)
                     for model in steps + extra:  # the newest two versions of each (version_policy)
                         self.server.load_model(model)
@@ -331,6 +377,34 @@ class EmbeddedServer:
             self.events.append(f"switched {previous} -> {target} ({report.checked} canaries ok)")
             log.info("now serving version %s", target)
             return True
+
+    def _manifest(self, version: int) -> dict:
+        """A served version's manifest: recommend/<v>, or recommend_candidate/<v> for a candidate."""
+        folder = self.repository / "recommend" / str(version)
+        return read_manifest(folder if folder.is_dir() else self.repository / CANDIDATE / str(version))
+
+    def _front_versions(self) -> list[int]:
+        """The versions the front's steps load: the newest live ones (version_policy) and the candidate."""
+        kept = self._serving_config(current_version(self.repository)).versions_kept
+        found = live_versions(self.repository)[-kept:]
+        return found + [self.candidate_version] if self.candidate_version is not None else found
+
+    def _prepare_shards(self, target: int, forward: bool) -> None:
+        """Every shard of a sharded `target` ready on its server; raises (naming them) otherwise."""
+        count = len(shard_list(self._manifest(target)))
+        if not count:
+            return  # the front searches the version's own index
+        running = len(self.shards) if self.shards is not None else 0
+        if count != running:
+            raise ShardConfigError(f"version {target} is split into {count} retrieval shards, this server runs "
+                                   f"{running} shard servers (the front reads their addresses when it starts): "
+                                   "restart `sessionrec serve` to serve it")
+        if forward:  # each shard server loads version target beside the one the front pins now
+            self._check_kept(target)
+            self.shards.load()
+        missing = self.shards.missing(target)
+        if missing:
+            raise SessionrecError(f"not ready on the shard servers: {'; '.join(missing)}")
 
     def _serving_config(self, version: int):
         from sessionrec.export.configs import ServingConfig
@@ -374,6 +448,8 @@ class EmbeddedServer:
         the one session_recommender stub the first probe reached): a look-up event under a reserved
         canary id, which stores nothing and, when Redis is down or hung, comes back `degraded` within
         one Redis timeout, which is an answer, not a dead stub.
+        With shard servers: first a shard server whose process exited is started again (a process check, no
+        request), and a dead stub on a shard server is reloaded there.
         """
         from tritonclient.utils import InferenceServerException
 
@@ -382,6 +458,8 @@ class EmbeddedServer:
         with self._lock:
             if self.version is None:
                 return None
+            if self.shards is not None and self.shards.dead():
+                return self._restart_shard_servers()
             version, client = self.version, self.server.client()
             canary = read_manifest(self.repository / "recommend" / str(version))["canaries"][0]
             probes = [lambda: infer_recommend(client, canary["items"], canary["k"], canary["exclude_seen"])]
@@ -398,11 +476,43 @@ class EmbeddedServer:
             if dead is None:
                 return None
             model = dead.group("model")
-            client.unload_model(model)
-            self.server.load_model(model)
+            if self.shards is not None and model.startswith(SHARD_MODEL.format("")):
+                self.shards.reload_model(model)  # the stub died on a shard server: the front relays its error
+            else:
+                client.unload_model(model)
+                self.server.load_model(model)
             self.events.append(f"restarted {model}: its python backend stub had died")
             log.error("restarted %s: its python backend stub had died", model)
             return model
+
+    def _check_kept(self, target: int) -> None:
+        """Refuse a load that would unload the shard version the front pins now: the shard servers keep
+        the newest `versions_kept` on disk, so a version between it and `target` (a failed switch) would
+        push it out, and a failed switch could not go back to it."""
+        if self.version is None or not shard_list(self._manifest(self.version)):
+            return
+        kept = self._serving_config(target).versions_kept
+        newest = version_folders(self.repository, SHARD_MODEL.format(0))[-kept:]
+        if self.version not in newest:
+            raise SessionrecError(f"loading version {target} on the shard servers would unload version {self.version}, "
+                                  f"which the front serves (they keep the newest {kept} on disk: {newest}); "
+                                  "roll back the versions in between, or restart `sessionrec serve`")
+
+    def _restart_shard_servers(self) -> str | None:
+        """Start every shard server that exited again, on the address the front dials; their names."""
+        restarted = []
+        for shard in self.shards.dead():
+            model, address = SHARD_MODEL.format(shard), self.shards.addresses[shard]
+            try:
+                self.shards.restart(shard)
+            except Exception as exc:  # noqa: BLE001 - tried again at the next heal
+                self.events.append(f"could not restart the {model} server at {address}: {exc}")
+                log.error("could not restart the %s server at %s: %s", model, address, exc)
+                continue
+            restarted.append(model)
+            self.events.append(f"restarted the {model} server at {address}: its tritonserver had exited")
+            log.error("restarted the %s server at %s: its tritonserver had exited", model, address)
+        return ", ".join(restarted) or None
 
     def _watch(self) -> None:
         while not self._stop.wait(self.watch_seconds):

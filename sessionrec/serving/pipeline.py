@@ -22,6 +22,7 @@ import numpy as np
 
 from sessionrec.serving.artifacts import load_encoder, load_preprocessor, load_retriever
 from sessionrec.serving.preprocess import RequestError
+from sessionrec.serving.shards import ShardUnavailable
 from sessionrec.serving.tracing import StageClock, stage
 
 
@@ -54,11 +55,12 @@ class LocalPipeline:
     clock: StageClock | None = None  # set per batch by a tracing step: stage start/end times for spans
 
     def __init__(self, repository: str | Path, version: int, encoder_file: str | None = None, threads: int = 1,
-                 one_click: bool = True):
+                 one_click: bool = True, shards: str = "remote"):
         root = Path(repository)
         self.preprocessor = load_preprocessor(root / "preprocess" / str(version))
         self.encoder = load_encoder(root / "session_encoder" / str(version), filename=encoder_file, threads=threads)
-        self.retriever = load_retriever(root / "retrieval" / str(version))
+        # shards: where a sharded version's retrieval searches (artifacts.load_retriever); ignored otherwise.
+        self.retriever = load_retriever(root / "retrieval" / str(version), shards=shards)
         # The version's one-click answer table (sessionrec.serving.one_click), when export wrote one.
         from sessionrec.serving import one_click as one_click_lib
 
@@ -87,7 +89,7 @@ class LocalPipeline:
     def recommend(self, raw_items, k: int = 20, exclude_seen: bool = False) -> Recommendation:
         request = PipelineRequest(np.asarray(raw_items, dtype=np.int64)[None, :], np.asarray([k]), np.asarray([exclude_seen]))
         answer = self.recommend_many([request])[0]
-        if isinstance(answer, RequestError):
+        if isinstance(answer, Exception):  # RequestError, or ShardUnavailable
             raise answer
         return Recommendation(answer.item_ids[0], answer.scores[0], int(answer.unknown_count[0, 0]), bool(answer.fallback[0, 0]))
 
@@ -129,8 +131,14 @@ class LocalPipeline:
                 batch = self.preprocessor.tensors(known, pad_to_longest=True)
             with stage(clock, "encoder"):
                 vectors = self.encoder(batch)
-            with stage(clock, "faiss_search"):
-                rows = self.retriever.retrieve(vectors, batch["items"], batch["fallback"], np.concatenate(ks), np.concatenate(excludes))
+            try:
+                with stage(clock, "faiss_search"):
+                    rows = self.retriever.retrieve(vectors, batch["items"], batch["fallback"], np.concatenate(ks),
+                                                   np.concatenate(excludes))
+            except ShardUnavailable as exc:  # a shard server is down: every request of the batch gets the error
+                for i in good:
+                    answers[i] = exc
+                return answers  # type: ignore[return-value]
             start = 0
             for i, sessions in zip(good, known):
                 size = len(sessions.sessions)

@@ -21,7 +21,7 @@ DEFAULT_K = 20
 
 @dataclass
 class Retriever:
-    index: object  # faiss.Index over model ids 1..N (row r = model id r+1)
+    index: object  # faiss.Index over model ids 1..N (row r = model id r+1), or a sharded version's shards
     id_map: IdMap
     popularity: np.ndarray  # (N+1,) training clicks per model id: the fallback ranking
     max_k: int = 1000  # largest K a request may ask for
@@ -43,6 +43,9 @@ class Retriever:
         self._popular = np.argsort(-counts, kind="stable")[:-1]  # model ids, most clicked first
         self._share = (counts / max(counts[1:].sum(), 1.0)).astype(np.float32)
         self.max_k = min(self.max_k, self.id_map.n_items)
+        # A sharded version's index is the fan-out to its shards (sessionrec.serving.shards), which
+        # searches and merges by score itself; decided once here, not per request.
+        self._search_topk = getattr(self.index, "search_topk", None)
 
     def check_k(self, k: np.ndarray) -> np.ndarray:
         k = np.asarray(k).reshape(-1)
@@ -103,7 +106,10 @@ class Retriever:
             threads = min(threads, self._threads_cap)
         if faiss.omp_get_max_threads() != threads:
             set_threads(threads)
-        scores, ids = search(self.index, embeddings, depth)
+        if self._search_topk is not None:
+            scores, ids = self._search_topk(embeddings, depth)
+        else:
+            scores, ids = search(self.index, embeddings, depth)
         out = []
         for r in range(rows):
             if fallback[r]:

@@ -49,6 +49,18 @@ def error_response(pb_utils, message: str):
 LATER_OUTPUTS = {"canary": np.zeros((1, 1), dtype=bool)}
 
 
+def error_for(pb_utils, exc: Exception):
+    """A per-request error for `exc`: UNAVAILABLE when a retrieval shard server did not answer (the
+    request may be retried; sessionrec.serving.shards), INVALID_ARGUMENT for everything else."""
+    from sessionrec.serving.shards import ShardUnavailable
+
+    if isinstance(exc, ShardUnavailable):
+        code = getattr(pb_utils.TritonError, "UNAVAILABLE", None)
+        error = pb_utils.TritonError(str(exc), code) if code is not None else pb_utils.TritonError(str(exc))
+        return pb_utils.InferenceResponse(output_tensors=[], error=error)
+    return error_response(pb_utils, str(exc))
+
+
 def response(pb_utils, arrays: dict[str, np.ndarray], dtypes: dict[str, np.dtype], wanted=None):
     """The response with the outputs in `wanted` (requested_outputs(); None: all of `dtypes`)."""
     return pb_utils.InferenceResponse(

@@ -43,6 +43,7 @@ EXPECTED = {
     "s3": (set(), {"HorizontalPodAutoscaler"}),
     "gcs": (set(), {"HorizontalPodAutoscaler"}),
     "tls": (set(), {"HorizontalPodAutoscaler"}),
+    "shards": (set(), {"HorizontalPodAutoscaler"}),  # + a Deployment and Service per shard (test_shards_chart.py)
 }
 
 

@@ -68,7 +68,7 @@ def test_loading_errors_reach_the_caller():
         io.load_at_low_priority(broken, niceness=19)
 
 
-@pytest.mark.parametrize("model", ["session_recommender", "retrieval", "session_encoder", "preprocess"])
+@pytest.mark.parametrize("model", ["session_recommender", "retrieval", "session_encoder", "preprocess", "retrieval_shard"])
 def test_model_files_import_nothing_heavy_before_loading(model):
     # onnxruntime and FAISS are imported inside load_at_low_priority: a model.py's top level runs on
     # the stub's main thread, the one that serves afterwards, at normal priority.

@@ -78,6 +78,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
+Selector labels of retrieval shard s's pods (templates/retrieval-shards.yaml): a name of their own,
+so the front's selector (sessionrec.selectorLabels) never matches a shard pod. (dict "root" . "shard" s)
+*/}}
+{{- define "sessionrec.shardSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-retrieval-shard" (include "sessionrec.name" .root) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+sessionrec.io/shard: {{ .shard | quote }}
+{{- end }}
+
+{{/*
 Name of the ServiceAccount the pods run as.
 */}}
 {{- define "sessionrec.serviceAccountName" -}}

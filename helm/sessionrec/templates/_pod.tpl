@@ -75,6 +75,24 @@ Container resources: the values' requests and limits, plus the GPU limit when GP
 Environment shared by the containers that run the project image. HOME and the caches point at
 the /tmp emptyDir because the root filesystem is read-only.
 */}}
+{{/*
+The front's way to its retrieval shards (retrievalShards; sessionrec.serving.shards): one gRPC
+address per shard Service, shard 0 first, and the fan-out's deadline.
+*/}}
+{{- define "sessionrec.shardsEnv" -}}
+{{- if .Values.retrievalShards.enabled }}
+{{- $fullname := include "sessionrec.fullname" . }}
+{{- $addresses := list }}
+{{- range $shard := until (int .Values.retrievalShards.count) }}
+{{- $addresses = append $addresses (printf "%s-shard-%d:8001" $fullname $shard) }}
+{{- end }}
+- name: SESSIONREC_SHARD_ADDRESSES
+  value: {{ join "," $addresses | quote }}
+- name: SESSIONREC_SHARD_TIMEOUT_MS
+  value: {{ .Values.retrievalShards.timeoutMs | quote }}
+{{- end }}
+{{- end }}
+
 {{- define "sessionrec.commonEnv" -}}
 - name: HOME
   value: /tmp
@@ -202,6 +220,8 @@ if [ -n "${SESSION_ENSEMBLE:-}" ]; then
 fi
 for model in "${REPOSITORY}"/*/; do
   name=$(basename "${model%/}")
+  # A retrieval shard pod (retrievalShards) keeps its shard model where Triton loads it.
+  if [ "${name}" = "${KEEP_MODEL:-}" ]; then continue; fi
   if [ "${name}" != "${ENSEMBLE}" ] && [ "${name}" != "${CANDIDATE_ENSEMBLE:-}" ] \
       && ! printf '%s\n' "${steps}" | grep -qx "${name}"; then
     if printf '%s\n' "${steps}" | grep -qx session_recommender; then
@@ -397,6 +417,11 @@ TensorRT plan build on the node's own GPU.
     {{- end }}
     - name: REPOSITORY
       value: {{ $repo.mountPath | quote }}
+    {{- with .shardModel }}
+    # set by templates/retrieval-shards.yaml for a shard pod: the one model it serves
+    - name: KEEP_MODEL
+      value: {{ . | quote }}
+    {{- end }}
     - name: SOURCE_URI
       value: {{ include "sessionrec.repositoryUri" . | quote }}
     - name: MODEL_VERSION
