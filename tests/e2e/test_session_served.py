@@ -256,7 +256,7 @@ def test_three_step_layout_has_its_own_history_step(fresh_repository, redis_serv
         assert click(own, "three-step", 2, [b])[2] == "duplicate"
 
 
-def test_heal_restarts_a_dead_history_step_and_not_for_a_redis_outage(fresh_repository, redis_server, known, tmp_path):
+def test_heal_restarts_a_dead_history_step_and_not_for_a_redis_outage(fresh_repository, known, tmp_path):
     """Three-step layout: `recommend` never reaches session_history, so only a probe through
     recommend_session notices its dead stub; a Redis that is down is not a dead stub."""
     import redis
@@ -268,8 +268,10 @@ def test_heal_restarts_a_dead_history_step_and_not_for_a_redis_outage(fresh_repo
     from sessionrec.serving import session_canaries
 
     write_configs(fresh_repository, ServingConfig(fused_cpu=False), version=1)
-    env = {"SESSIONREC_REDIS_URL": redis_server.url, "SESSIONREC_REDIS_TIMEOUT_MS": "50"}
-    with EmbeddedServer(fresh_repository, watch_seconds=0, log_file=tmp_path / "triton.log", environment=env) as server:
+    # A Redis of its own: this test stops it, and the module's servers share the other one.
+    with LocalRedis() as redis_server, EmbeddedServer(
+            fresh_repository, watch_seconds=0, log_file=tmp_path / "triton.log",
+            environment={"SESSIONREC_REDIS_URL": redis_server.url, "SESSIONREC_REDIS_TIMEOUT_MS": "50"}) as server:
         own = grpcclient.InferenceServerClient(server.grpc_url)
         a = int(known[10])
         db = redis.Redis.from_url(redis_server.url)

@@ -31,16 +31,20 @@ pytestmark = pytest.mark.server
 
 
 def scrape(metrics_url: str, version: str) -> dict[tuple, float]:
-    """{(name, other labels...): value} of this version's sessionrec_* series."""
+    """{(name, other labels...): value} of this version's sessionrec_* series, aggregated over the
+    stubs that wrote them as the rules do (`stub` summed away for counters, max for the reference gauges)."""
     text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    out = {}
+    out: dict[tuple, float] = {}
     for line in text.splitlines():
         if not line.startswith("sessionrec_") or f'model_version="{version}"' not in line:
             continue
         head, value = line.rsplit(" ", 1)
         name, _, labels = head.partition("{")
-        pairs = tuple(sorted(kv.split("=", 1) for kv in labels.rstrip("}").split(",") if kv))
-        out[(name, *((k, v.strip('"')) for k, v in pairs if k != "model_version"))] = float(value)
+        pairs = dict(kv.split("=", 1) for kv in labels.rstrip("}").split(",") if kv)
+        assert pairs.pop("stub", "").strip('"').isdigit(), line  # every series names the stub (its pid) that wrote it
+        key = (name, *((k, v.strip('"')) for k, v in sorted(pairs.items()) if k != "model_version"))
+        gauge = name.startswith("sessionrec_reference_")
+        out[key] = max(out.get(key, 0.0), float(value)) if gauge else out.get(key, 0.0) + float(value)
     return out
 
 
