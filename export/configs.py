@@ -131,7 +131,10 @@ class ServingConfig:
     # every request ~0.2 ms at 100 us, docs/benchmarks/latency_breakdown.md) and buys no batching.
     fused_queue_delay_us: int = 0
     fused_cpu: bool = True  # CPU ensemble = one session_recommender step (False: three python steps)
-    fused_instances: int = 1  # session_recommender stubs; on 2 cores more instances only contend
+    # session_recommender stubs. 1: the least memory; 2 removes tritonserver 2.51's ~500 ms batcher
+    # stalls (a request arriving while the only instance is being released waits out the batcher's
+    # idle timeout) and measured 2.7x the capacity at p95 <= 70 ms (docs/BENCHMARKS.md section 4)
+    fused_instances: int = 1
     preprocess_instances: int = 1  # python stub processes; on 2 cores more instances only contend
     encoder_instances: int = 1
     retrieval_instances: int = 1
@@ -275,6 +278,8 @@ def fused_config(cfg: ServingConfig) -> mc.ModelConfig:
     _tensors(config.input, FUSED_INPUTS[1:3])
     _tensors(config.input, FUSED_INPUTS[3:], ragged=True, optional=FUSED_OPTIONAL)
     _tensors(config.output, FUSED_OUTPUTS)
+    if cfg.fused_instances < 1:
+        raise ConfigError(f"fused_instances must be at least 1, got {cfg.fused_instances}")
     _instances(config, cfg.fused_instances)
     _history_parameters(config, cfg)
     # Warm-up requests through Triton, before the new version counts as loaded. The stub's own

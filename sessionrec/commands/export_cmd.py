@@ -40,6 +40,10 @@ def add_parser(sub) -> None:
     parser.add_argument("--keep-versions", type=int, default=3, help="live versions kept on disk (default 3)")
     parser.add_argument("--max-k", type=int, default=1000, help="largest K a request may ask for (default 1000)")
     parser.add_argument("--response-cache", action="store_true", help="enable Triton's response cache on the ensemble")
+    parser.add_argument("--fused-instances", type=int, default=1,
+                        help="session_recommender stubs on the CPU layout (default 1). 2 removes tritonserver "
+                             "2.51's ~500 ms batcher stalls and measured 2.7x the capacity at p95 <= 70 ms "
+                             "(docs/BENCHMARKS.md section 4) for a second copy of the version in memory")
     parser.add_argument("--candidate", action="store_true",
                         help="publish as the experiment's candidate (ensemble recommend_candidate) next to the live "
                              "version, instead of switching to it (docs/EXPERIMENTS.md)")
@@ -68,7 +72,8 @@ def run(args) -> int:
                             keep_versions=args.keep_versions, max_k=args.max_k, candidate=args.candidate,
                             quality_sessions=args.quality_sessions, target_recall=args.target_recall,
                             shards=args.shards,
-                            serving=ServingConfig(response_cache=args.response_cache))
+                            serving=ServingConfig(response_cache=args.response_cache,
+                                                  fused_instances=args.fused_instances))
     result = export_version(args.checkpoint, args.repository, options, progress=not args.quiet)
     m = result.manifest
     summary = {

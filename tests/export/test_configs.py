@@ -187,3 +187,12 @@ def test_fused_step_dispatches_a_lone_request_at_once():
     assert fused_config(ServingConfig()).dynamic_batching.priority_levels == 2  # probes still overtake traffic
     assert fused_config(ServingConfig(fused_queue_delay_us=150)).dynamic_batching.max_queue_delay_microseconds == 150
     assert preprocess_config(ServingConfig()).dynamic_batching.max_queue_delay_microseconds == 100
+
+
+def test_fused_instances_option():
+    from sessionrec.export.configs import ConfigError as Refused, fused_config
+
+    assert fused_config(ServingConfig()).instance_group[0].count == 1
+    assert fused_config(ServingConfig(fused_instances=2)).instance_group[0].count == 2
+    with pytest.raises(Refused, match="fused_instances"):
+        fused_config(ServingConfig(fused_instances=0))
