@@ -58,13 +58,22 @@ def test_dashboard_has_drift_and_live_quality_rows_over_real_series(helm):
     recorded = {r["record"] for g in RULES["groups"] for r in g["rules"] if "record" in r}
     exported = set(re.findall(r"`(sessionrec_[a-z_]+)", (CHART.parents[1] / "sessionrec" / "monitoring" /
                                                          "signals.py").read_text()))
+    # the live-quality job's exposition (another scrape job than Triton's: read by namespace)
+    live = set(re.findall(r"(sessionrec_(?:live|offline)_[a-z0-9_]+)", (CHART.parents[1] / "sessionrec" / "monitoring" /
+                                                                       "live_quality.py").read_text()))
+    assert {"sessionrec_live_hr_at_20", "sessionrec_offline_hr_at_20", "sessionrec_live_computed_at"} <= live
     for panel in dashboard["panels"]:
         for target in panel.get("targets", []):
             names = re.findall(r"\b(sessionrec[:_][a-z0-9_:]+)\{", target["expr"])
             assert names, target["expr"]
             for name in names:
-                assert name in recorded or name in exported, name
-            assert 'namespace="$namespace", job="$job"' in target["expr"]
+                assert name in recorded or name in exported or name in live, name
+            if all(name in live for name in names):
+                assert 'namespace="$namespace"' in target["expr"], target["expr"]
+            else:
+                assert 'namespace="$namespace", job="$job"' in target["expr"], target["expr"]
+    titles = [p["title"] for p in dashboard["panels"]]
+    assert any("HR@20" in t and "offline" in t for t in titles)  # live against offline, drawn
 
 
 @pytest.mark.parametrize("drop, labelled, selector, firing", [

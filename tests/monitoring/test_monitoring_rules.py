@@ -157,12 +157,31 @@ def test_live_quality_below_offline_alerts_with_labelled_guard(tmp_path):
     run_promtool(tmp_path, live_series(), alerts, exprs)
 
 
+def test_live_quality_stale_alert(tmp_path):
+    """The job's last run (sessionrec_live_computed_at, Unix seconds) ages with the evaluation clock:
+    job "fresh" ran at minute 100 and stays within the 2 hours until minute 220; job "old" last ran at
+    minute 0. `for: 10m` holds each back for 10 minutes past the limit."""
+    series = [{"series": 'sessionrec_live_computed_at{job="fresh"}', "values": f"6000x{MINUTES}"},
+              {"series": 'sessionrec_live_computed_at{job="old"}', "values": f"0x{MINUTES}"}]
+
+    def stale(at: str, jobs: list[str]) -> dict:
+        return {"expr": 'ALERTS{alertname="SessionrecLiveQualityStale",alertstate="firing"}', "eval_time": at,
+                "exp_samples": [{"labels": f'ALERTS{{alertname="SessionrecLiveQualityStale",alertstate="firing",'
+                                           f'job="{j}",severity="warning"}}', "value": 1} for j in jobs]}
+
+    exprs = [{"expr": "sessionrec:live_quality_age_seconds", "eval_time": "150m",
+              "exp_samples": [{"labels": 'sessionrec:live_quality_age_seconds{job="fresh"}', "value": 3000},
+                              {"labels": 'sessionrec:live_quality_age_seconds{job="old"}', "value": 9000}]}]
+    alerts = [stale("125m", []), stale("135m", ["old"]), stale("225m", ["old"]), stale("235m", ["fresh", "old"])]
+    run_promtool(tmp_path, series, alerts, exprs)
+
+
 def test_every_alert_is_tested():
     groups = yaml.safe_load(RULES.read_text())["groups"]
     names = {r["alert"] for g in groups for r in g["rules"] if "alert" in r}
     source = Path(__file__).read_text()
     assert names == {"SessionrecInputDrift", "SessionrecUnknownItemsHigh", "SessionrecFallbackHigh",
                      "SessionrecRetrainRecommended", "SessionrecLiveHitRateBelowOffline",
-                     "SessionrecLiveMrrBelowOffline"}
+                     "SessionrecLiveMrrBelowOffline", "SessionrecLiveQualityStale"}
     assert all(f'"{n}"' in source for n in names)
     assert np.isclose(psi(REFERENCE, MIXES["3"]), psi(REFERENCE, MIXES["2"]))
