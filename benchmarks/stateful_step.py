@@ -21,7 +21,12 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
+# As in the serving stub (sessionrec.serving.launcher): one OpenBLAS thread. With a thread per core
+# spinning after every numpy call, the local redis-server would wait for a core on every round trip,
+# a cost the stub does not have.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
