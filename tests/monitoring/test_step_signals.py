@@ -8,6 +8,8 @@ series for the same requests: the same names, labels and values, whichever layou
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -190,7 +192,9 @@ def test_a_three_step_version_reads_its_buckets_from_retrieval_checked(exported_
     monitor = signals.for_three_step("preprocess", folder, pb, environ={})
     popularity = np.load(exported_repository / "retrieval" / "1" / "popularity.npy")
     assert monitor.spec.version == "1" and np.array_equal(monitor.spec.popularity, popularity)
-    assert ("sessionrec_input_clicks_total", {"model_version": "1", "bucket": "unknown"}) in created
+    stub = str(os.getpid())  # every series names its stub: two stubs never share one (signals.TritonSink)
+    assert ("sessionrec_input_clicks_total", {"model_version": "1", "bucket": "unknown", "stub": stub}) in created
+    assert all(labels["stub"] == stub for _, labels in created)
     broken = tmp_path / "repository"
     shutil.copytree(exported_repository, broken)
     np.save(broken / "retrieval" / "1" / "popularity.npy", popularity + 1)

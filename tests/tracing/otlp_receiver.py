@@ -76,6 +76,11 @@ class OTLPReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            # HTTP/1.1 like a collector: exporters keep their connection open between batches, and an
+            # HTTP/1.0 server closing it after each answer races their next export on the reused
+            # connection (a lost batch); 1.1 also answers `Expect: 100-continue` at once.
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self):  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.headers.get("Content-Encoding") == "gzip":
@@ -92,6 +97,7 @@ class OTLPReceiver:
                     with receiver._lock:
                         receiver.errors.append(f"{self.path} {self.headers.get('Content-Type')}: {exc}")
                     self.send_response(400)
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 with receiver._lock:

@@ -181,10 +181,11 @@ def test_click_is_traced_with_its_history_lookup(exported_repository, tmp_path):
             with RecommendClient(server.grpc_url, tracer=tracer) as client:
                 assert client.click("guest-t", [known[0]], k=5, seq=1).state == "stored"
             trace_id = next(s.trace_id for s in receiver.spans if s.name == "recommend_session infer")
-            spans = receiver.wait_for(lambda s: {"history_lookup", "encoder"} <= {x.name for x in s if x.trace_id == trace_id},
-                                      timeout=20)
+            wanted = {"InferRequest", "session_recommender", "history_lookup", "preprocess", "encoder"}
+            spans = receiver.wait_for(lambda s: wanted <= {x.name for x in s if x.trace_id == trace_id}, timeout=30)
         provider.shutdown()
     mine = {s.name: s for s in spans if s.trace_id == trace_id}
+    assert wanted <= set(mine), _diagnose(receiver, spans, [trace_id])
     assert mine["InferRequest"].parent_span_id == mine["recommend_session infer"].span_id
     step = mine["session_recommender"]
     assert mine["history_lookup"].parent_span_id == step.span_id
