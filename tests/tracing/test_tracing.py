@@ -74,6 +74,19 @@ def _complete(spans, *trace_ids) -> bool:
     return all(wanted <= {s.name for s in spans if s.trace_id == t} for t in trace_ids)
 
 
+def _joined_by_request_id(spans, trace_id: str, ensemble: str) -> bool:
+    """The call's tritonserver spans are in a trace of their own, but carry the client's request id.
+
+    tritonserver 2.51 leaves the caller's traceparent aside for a few requests (measured: 7 of 300
+    traced calls, each then traced in a new trace; docs/MONITORING.md): the request id the client
+    sends with every call (Triton's request `id`, `triton.request_id` on the ensemble's span) is what
+    still joins them."""
+    client = next(s for s in spans if s.trace_id == trace_id and s.name.endswith(" infer"))
+    request_id = client.attributes["sessionrec.request_id"]
+    return any(s.name == ensemble and s.trace_id != trace_id and s.attributes.get("triton.request_id") == request_id
+               for s in spans)
+
+
 def _diagnose(receiver, spans, trace_ids) -> str:
     """What arrived, per trace: a failure in CI must say which span was missing and from whom."""
     lines = [f"{receiver.requests} OTLP requests, {len(spans)} spans, errors {receiver.errors}"]
@@ -114,15 +127,15 @@ def test_traced_request_has_client_server_and_step_spans_in_one_trace(exported_r
             spans = receiver.wait_for(lambda s: all(_complete(s, t) for t in every), timeout=30)
         provider.shutdown()
     assert not receiver.errors, receiver.errors
-    # Every complete trace has the whole structure; at least two of each client kind arrived whole (a
-    # span lost in export must stay rare: one missing trace is tolerated, and reported below).
+    # Every complete trace has the whole structure, and at least two of each client kind are complete.
+    # A call tritonserver traced apart from the caller's trace is still joined by its request id.
     for kind, traces in (("sync", sync_traces), ("asyncio", async_traces)):
         complete = [t for t in traces if _complete(spans, t)]
         assert len(complete) >= calls - 1, (kind, _diagnose(receiver, spans, sorted(traces)))
         for t in complete:
             _check_one_trace(spans, t)
-    if not all(_complete(spans, t) for t in every):
-        print("incomplete trace (tolerated):", _diagnose(receiver, spans, every))
+        for t in set(traces) - set(complete):
+            assert _joined_by_request_id(spans, t, "recommend"), (kind, _diagnose(receiver, spans, [t]))
     # Untraced by the client (the canaries at start-up): Triton still traces them (rate 1), in its own trace,
     # and the step's spans follow Triton's context there too.
     canary_steps = [s for s in spans if s.name == "session_recommender" and s.trace_id not in every]
@@ -179,13 +192,23 @@ def test_click_is_traced_with_its_history_lookup(exported_repository, tmp_path):
         with EmbeddedServer(exported_repository, watch_seconds=0, tracing=config, log_file=tmp_path / "triton.log",
                             environment={"SESSIONREC_REDIS_URL": redis.url}) as server:
             with RecommendClient(server.grpc_url, tracer=tracer) as client:
-                assert client.click("guest-t", [known[0]], k=5, seq=1).state == "stored"
-            trace_id = next(s.trace_id for s in receiver.spans if s.name == "recommend_session infer")
+                for seq in (1, 2, 3):
+                    assert client.click("guest-t", [known[seq - 1]], k=5, seq=seq).state == "stored"
+            traces = [s.trace_id for s in receiver.spans if s.name == "recommend_session infer"]
+            assert len(traces) == 3
             wanted = {"InferRequest", "session_recommender", "history_lookup", "preprocess", "encoder"}
-            spans = receiver.wait_for(lambda s: wanted <= {x.name for x in s if x.trace_id == trace_id}, timeout=30)
+
+            def whole(s, t):
+                return wanted <= {x.name for x in s if x.trace_id == t}
+
+            spans = receiver.wait_for(lambda s: all(whole(s, t) for t in traces), timeout=30)
         provider.shutdown()
+    complete = [t for t in traces if whole(spans, t)]
+    assert len(complete) >= 2, _diagnose(receiver, spans, traces)
+    for t in set(traces) - set(complete):  # traced apart from the caller's trace: joined by the request id
+        assert _joined_by_request_id(spans, t, "recommend_session"), _diagnose(receiver, spans, [t])
+    trace_id = complete[0]
     mine = {s.name: s for s in spans if s.trace_id == trace_id}
-    assert wanted <= set(mine), _diagnose(receiver, spans, [trace_id])
     assert mine["InferRequest"].parent_span_id == mine["recommend_session infer"].span_id
     step = mine["session_recommender"]
     assert mine["history_lookup"].parent_span_id == step.span_id
