@@ -275,7 +275,7 @@ def markdown(results: dict) -> str:
         f"differ by ~15%). Date {meta['date']}. Catalogue {meta['n_items']} items, d={meta['dim']}, "
         f"max_len={meta['max_len']}; sessions replayed: {meta['sessions']} (test split of `{meta['data']}`). "
         f"One tritonserver serves both ensembles; Redis is a local redis-server {meta['redis_version']} "
-        f"(loopback, scheduling: {meta['redis_scheduling']}). Load generators on the same cores.", "",
+        f"({meta.get('redis_transport', 'tcp')}, scheduling: {meta['redis_scheduling']}). Load generators on the same cores.", "",
     ]
     if results.get("interleaved"):
         lines += ["## Fixed offered rate, interleaved slices (open loop, one generator)", "",
@@ -362,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slice-pairs", type=int, default=20, help="interleaved phase: pairs of slices per rate")
     parser.add_argument("--redis-scheduling", choices=["fifo", "default"], default="fifo",
                         help="fifo: the local redis-server runs at SCHED_FIFO 1 (root), as if on its own host")
+    parser.add_argument("--redis-transport", choices=["unix", "tcp"], default="unix",
+                        help="how the server reaches the local redis-server: its unix socket (what `sessionrec "
+                             "serve --redis local` uses) or TCP loopback (what a Redis on another host costs, less the network)")
     parser.add_argument("--redis-timeout-ms", type=float, default=20.0)
     parser.add_argument("--sla-ms", type=float, default=70.0)
     parser.add_argument("--k", type=int, default=20)
@@ -391,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--phases: unknown {sorted(unknown)}")
     with LocalRedis() as redis:
         redis_scheduling = prioritise_redis(redis, args.redis_scheduling)
-        env = {"SESSIONREC_REDIS_URL": redis.url, "SESSIONREC_REDIS_TIMEOUT_MS": f"{args.redis_timeout_ms:g}"}
+        redis_url = redis.socket_url if args.redis_transport == "unix" else redis.url
+        env = {"SESSIONREC_REDIS_URL": redis_url, "SESSIONREC_REDIS_TIMEOUT_MS": f"{args.redis_timeout_ms:g}"}
         with EmbeddedServer(repository, watch_seconds=0, log_file=work / "tritonserver.log", environment=env) as server:
             base = LoadTest(host=server.grpc_url, sessions_file=replay, out_dir=work / "locust", k=args.k,
                             warmup_s=args.warmup_seconds, sla=SLA(95, args.sla_ms, 0))
@@ -435,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         "sessions": len(sessions), "n_items": manifest["serving"]["n_items"], "dim": manifest["serving"]["dim"],
         "max_len": manifest["serving"]["max_len"], "sla_ms": args.sla_ms, "fault_rate": args.fault_rate,
         "redis_timeout_ms": args.redis_timeout_ms, "redis_version": redis_version, "redis_scheduling": redis_scheduling,
+        "redis_transport": args.redis_transport,
     }
     (work / "results.json").write_text(json.dumps(results, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -59,7 +59,7 @@ def run(args) -> int:
     raw = load_checkpoint(result.best_path).raw_ids
     # A throwaway redis-server (scripts/setup.sh installs Debian's) for the click-by-click part.
     redis = LocalRedis().start() if redis_server_binary() else None
-    environment = {"SESSIONREC_REDIS_URL": redis.url} if redis else {}
+    environment = {"SESSIONREC_REDIS_URL": redis.socket_url} if redis else {}
     with EmbeddedServer(out / "repository", watch_seconds=0, log_file=out / "tritonserver.log",
                         environment=environment) as server:
         print(f"      healthy: gRPC {server.grpc_url}, version {server.version}", flush=True)

@@ -93,4 +93,4 @@ def redis_for(args):
         from sessionrec.serving.redis_local import LocalRedis
 
         with LocalRedis() as redis:
-            yield {"SESSIONREC_REDIS_URL": redis.url}
+            yield {"SESSIONREC_REDIS_URL": redis.socket_url}

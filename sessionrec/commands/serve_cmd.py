@@ -63,7 +63,7 @@ def run(args) -> int:
         from sessionrec.serving.redis_local import LocalRedis
 
         local_redis = LocalRedis().start()
-        environment["SESSIONREC_REDIS_URL"] = local_redis.url
+        environment["SESSIONREC_REDIS_URL"] = local_redis.socket_url
     elif args.redis:
         environment["SESSIONREC_REDIS_URL"] = args.redis
     if args.candidate is not None:

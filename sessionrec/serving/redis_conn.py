@@ -29,10 +29,12 @@ class Connections:
         # Every default that would stretch a request is off: redis-py retries on timeouts and
         # connection errors and waits 5 s by default. The pool object only parses the URL into a
         # connection class and its arguments; its own checkout is what this module avoids.
+        # TCP keepalive (a dead peer is noticed) means nothing on a unix:// socket, whose class refuses it.
+        tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
         parsed = redis.ConnectionPool.from_url(
             url, password=password, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0), retry_on_timeout=False, health_check_interval=0, socket_keepalive=True,
-            lib_name=None, lib_version=None)  # no CLIENT SETINFO: a connect is one round trip, not three
+            retry=Retry(NoBackoff(), 0), retry_on_timeout=False, health_check_interval=0,
+            lib_name=None, lib_version=None, **tcp)  # no CLIENT SETINFO: a connect is one round trip, not three
         self._class, self._kwargs = parsed.connection_class, parsed.connection_kwargs
         self._errors = redis.exceptions
         self.timeout_s = timeout_s

@@ -33,6 +33,13 @@ def click(history, session, seq, *items, full=None):
                                      None if full is None else np.array(full)))
 
 
+def test_the_unix_socket_reaches_the_same_sessions(history, local_redis):
+    click(history, b"guest-u", 1, 11)  # over TCP
+    over_socket = SessionHistory(HistoryConfig(url=local_redis.socket_url, max_len=10))
+    answer = click(over_socket, b"guest-u", 2, 12)
+    assert answer.items.tolist() == [11, 12] and answer.state == STORED
+
+
 def test_clicks_accumulate_in_order(history):
     assert click(history, b"guest-1", 1, 11).items.tolist() == [11]
     answer = click(history, b"guest-1", 2, 12)
@@ -206,10 +213,16 @@ def test_without_redis_configured_requests_carry_their_session():
     assert answer.state == NOT_STORED and answer.items.tolist() == [1, 2, 3]
 
 
-def test_redis_down_is_degraded_then_recovers(tmp_path):
+def address(server: LocalRedis, transport: str) -> str:
+    """TCP loopback (a Redis elsewhere) or the unix socket (what the embedded server uses)."""
+    return server.socket_url if transport == "unix" else server.url
+
+
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
+def test_redis_down_is_degraded_then_recovers(tmp_path, transport):
     server = LocalRedis().start()
     try:
-        history = SessionHistory(HistoryConfig(url=server.url, retry_after_s=0.2))
+        history = SessionHistory(HistoryConfig(url=address(server, transport), retry_after_s=0.2))
         assert click(history, b"s", 1, 1).state == STORED
         server.kill()
         began = time.monotonic()
@@ -227,10 +240,11 @@ def test_redis_down_is_degraded_then_recovers(tmp_path):
         server.close()
 
 
-def test_hung_redis_costs_at_most_the_timeout():
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
+def test_hung_redis_costs_at_most_the_timeout(transport):
     server = LocalRedis().start()
     try:
-        history = SessionHistory(HistoryConfig(url=server.url, timeout_ms=30, retry_after_s=0.0))
+        history = SessionHistory(HistoryConfig(url=address(server, transport), timeout_ms=30, retry_after_s=0.0))
         click(history, b"s", 1, 1)
         server.signal(signal.SIGSTOP)
         waits = []
