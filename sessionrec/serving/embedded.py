@@ -55,6 +55,10 @@ class CanaryMismatch(SessionrecError):
         self.report = report
 
 
+class HistoryTooShort(SessionrecError):
+    """recommend_session is served and its Redis history keeps fewer clicks than a version reads."""
+
+
 @dataclass
 class CanaryReport:
     version: int
@@ -222,6 +226,12 @@ class EmbeddedServer:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, timeout: float = 120.0) -> "EmbeddedServer":
         served = live_versions(self.repository) + ([self.candidate_version] if self.candidate_version else [])
+        # Before anything starts: a history shorter than the model reads is a setting to fix, not a
+        # state to serve in (the stubs would refuse to load too, less legibly).
+        for version in [current_version(self.repository)] + ([self.candidate_version] if self.candidate_version else []):
+            problem = self._history_problem(version)
+            if problem:
+                raise HistoryTooShort(f"{self.repository}: version {version}: {problem}")
         _precompile_model_code(self.repository, served, self.server.venv_python)
         if self.shards is not None:
             self._start_shards(timeout)
@@ -335,6 +345,9 @@ class EmbeddedServer:
             previous = self.version
             ensemble_touched = False
             try:
+                problem = self._history_problem(target)
+                if problem:  # before anything loads: the stubs would refuse it, and recommend_session would be wrong
+                    raise HistoryTooShort(f"version {target}: {problem}")
                 steps = self._steps_of(target)
                 forward = previous is None or target > previous
                 if forward:
@@ -366,8 +379,9 @@ class EmbeddedServer:
                     self._check_session(target)  # a failure restores both ensembles below
             except Exception as exc:  # noqa: BLE001 - keep serving whatever still works
                 self.events.append(f"switch to version {target} failed: {exc}")
-                if isinstance(exc, CanaryMismatch) and exc.report is not None and exc.report.disagrees:
-                    self.refused[target] = str(exc)
+                if isinstance(exc, HistoryTooShort) or (isinstance(exc, CanaryMismatch) and exc.report is not None
+                                                        and exc.report.disagrees):
+                    self.refused[target] = str(exc)  # neither changes while this server runs: not tried again
                 log.error("switch to version %s failed, staying on %s: %s", target, previous, exc)
                 if ensemble_touched:
                     self._restore(previous)
@@ -377,6 +391,30 @@ class EmbeddedServer:
             self.events.append(f"switched {previous} -> {target} ({report.checked} canaries ok)")
             log.info("now serving version %s", target)
             return True
+
+    def _history_problem(self, version: int) -> str | None:
+        """Why recommend_session cannot serve `version` with this server's history length (None: it can).
+
+        The kept length is SESSIONREC_HISTORY_MAX_LEN in the server's environment, else the
+        `history_max_len` parameter of the step that reads the history (config.pbtxt, written by export).
+        """
+        if not self.session_models:
+            return None
+        from sessionrec.serving.history import shortfall
+
+        name = "SESSIONREC_HISTORY_MAX_LEN"
+        value = {**os.environ, **self.server.environment}.get(name) or None
+        if value is None:
+            model = HISTORY if HISTORY in self.session_models else self.steps[0]
+            path = self.repository / model / "config.pbtxt"
+            parameters = parse(path.read_text()).parameters
+            name = f"{model}/config.pbtxt history_max_len"
+            value = parameters["history_max_len"].string_value if "history_max_len" in parameters else "50"
+        try:
+            kept = int(value)
+        except ValueError:
+            raise HistoryTooShort(f"{name}={value!r}: expected a whole number of clicks") from None
+        return shortfall(kept, int(self._manifest(version)["serving"]["max_len"]), name)
 
     def _manifest(self, version: int) -> dict:
         """A served version's manifest: recommend/<v>, or recommend_candidate/<v> for a candidate."""
