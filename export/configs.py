@@ -154,7 +154,9 @@ class ServingConfig:
     trt_precision: str = "FP16"
     trt_engine_cache: str = "/engine-cache"  # persistent path (the chart mounts a volume there)
     trt_workspace_bytes: int = 1 << 30
-    max_len: int = 32  # session length of the warm-up samples (the GPU encoder's: TensorRT builds its engine then)
+    # The exported model's max_len (export sets it): the GPU encoder's warm-up shape (TensorRT builds its engine
+    # then) and the floor of history_max_len. The fused step's warm-up does not use it (WARMUP_SESSION_LEN).
+    max_len: int = 32
     # Input schema of the encoder (sessionrec.schemas): names the preprocess -> encoder tensors of the
     # three-step layout. The step configs are shared by a model's versions, so a repository serves
     # one schema at a time (export refuses to switch it under a live version).
@@ -288,12 +290,19 @@ def fused_config(cfg: ServingConfig) -> mc.ModelConfig:
     # live requests after a switch by 20-30 ms (docs/RELIABILITY.md, hot swap). All-zero ITEMS are
     # unknown items (the fallback answers); K comes from a file, since zero or random K would be an
     # invalid request and a failed warm-up fails the load.
+    # The sample's length is a constant, not the model's max_len: this config is shared by every
+    # version of the step, and Triton reloads *all* loaded versions of a model whose config changed,
+    # so a retrain with another max_len restarted the serving version's stub during its own switch.
+    # A constant costs nothing here: the step pads a batch to its longest session (the compute was
+    # sized by the stub's own warm-up at its version's max_len, LocalPipeline.warm_up) and all-zero
+    # ids of any length are one fallback answer. (The GPU encoder's warm-up cannot do this: TensorRT
+    # builds its engine at the shape warmed up, which is the version's max_len; docs/ARCHITECTURE.md.)
     for name, batch in (("one_session", 1), ("largest_batch", cfg.max_batch_size)) if cfg.triton_warmup else ():
         warm = config.model_warmup.add(name=name, batch_size=batch)
         for tensor, dtype, dims in ENSEMBLE_INPUTS:
             sample = warm.inputs[tensor]
             sample.data_type = dtype
-            sample.dims.extend([cfg.max_len] if tensor == "ITEMS" else dims)
+            sample.dims.extend([WARMUP_SESSION_LEN] if tensor == "ITEMS" else dims)
             if tensor == "K":
                 sample.input_data_file = WARMUP_K_FILE
             else:
@@ -318,12 +327,18 @@ def history_config(cfg: ServingConfig, gpu: bool = False) -> mc.ModelConfig:
 
 
 def _history_parameters(config: mc.ModelConfig, cfg: ServingConfig) -> None:
+    from sessionrec.serving.history import shortfall
+
+    problem = shortfall(cfg.history_max_len, cfg.max_len)  # cfg.max_len: the exported model's (exporter sets it)
+    if problem:
+        raise ConfigError(f"{config.name}: {problem}")
     for key, value in (("history_max_len", cfg.history_max_len), ("history_ttl_s", cfg.history_ttl_s),
                        ("redis_timeout_ms", cfg.redis_timeout_ms)):
         config.parameters[key].string_value = str(value)
 
 
 WARMUP_K, WARMUP_K_FILE = 20, "K"  # K of the warm-up requests, in <model>/warmup/K
+WARMUP_SESSION_LEN = 32  # clicks in the fused step's warm-up sessions, whatever a version's max_len (fused_config)
 
 
 def warmup_files() -> dict[str, bytes]:

@@ -212,6 +212,13 @@ def export_spec(spec: EncoderSpec, repository: str | Path, options: ExportOption
         raise ExportError(f"--precision must be one of {PRECISIONS}, got {options.precision!r}")
     if options.shards == 1 or not 0 <= options.shards <= spec.n_items:
         raise ExportError(f"--shards must be 0 (one index) or 2..{spec.n_items} (the catalogue's items), got {options.shards}")
+    from sessionrec.serving.history import shortfall
+
+    # Before anything is built or staged: the configs written from options.serving would be refused
+    # anyway (configs.ConfigError), but only after minutes of work.
+    problem = shortfall(options.serving.history_max_len, spec.max_len)
+    if problem:
+        raise ExportError(f"refusing to export: {problem}")
     repo = Path(repository).resolve()
     schema = spec.schema
     raw_ids = spec.padded_raw_ids()

@@ -20,7 +20,8 @@ from sessionrec.serving import triton_io as io
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.history = history_lib.for_model(lambda key, default: io.parameter(args, key, default))
+        self.history = history_lib.for_model(lambda key, default: io.parameter(args, key, default),
+                                            history_lib.model_max_len(io.version_dir(args)))
         self.dtypes = io.output_dtypes(args, pb_utils)
         # History states and the events' clicks by popularity bucket (sessionrec.monitoring.signals);
         # None when SESSIONREC_MONITORING=off.

@@ -36,7 +36,8 @@ class TritonPythonModel:
         # nothing connects until the first event, so `recommend` never depends on Redis.
         from sessionrec.serving import history, stateful
 
-        self.history, self.stateful, self.event = history.for_model(lambda k, d: io.parameter(args, k, d)), stateful, history.ClickEvent
+        self.history = history.for_model(lambda k, d: io.parameter(args, k, d), self.pipeline.preprocessor.max_len)
+        self.stateful, self.event = stateful, history.ClickEvent
         # Drift and quality signals, aggregated here and flushed at most once a second through
         # Triton's custom metrics; None when the server's environment has SESSIONREC_MONITORING=off.
         from sessionrec.monitoring import signals

@@ -44,6 +44,10 @@ def add_parser(sub) -> None:
                         help="session_recommender stubs on the CPU layout (default 1). 2 removes tritonserver "
                              "2.51's ~500 ms batcher stalls and measured 2.7x the capacity at p95 <= 70 ms "
                              "(docs/BENCHMARKS.md section 4) for a second copy of the version in memory")
+    parser.add_argument("--history-max-len", type=int, default=ServingConfig.history_max_len,
+                        help="clicks kept per guest session in Redis for recommend_session (default "
+                             f"{ServingConfig.history_max_len}); refused below the model's max_len (the clicks it reads). "
+                             "The server's SESSIONREC_HISTORY_MAX_LEN (chart: redis.maxLen) overrides it at run time")
     parser.add_argument("--candidate", action="store_true",
                         help="publish as the experiment's candidate (ensemble recommend_candidate) next to the live "
                              "version, instead of switching to it (docs/EXPERIMENTS.md)")
@@ -73,7 +77,8 @@ def run(args) -> int:
                             quality_sessions=args.quality_sessions, target_recall=args.target_recall,
                             shards=args.shards,
                             serving=ServingConfig(response_cache=args.response_cache,
-                                                  fused_instances=args.fused_instances))
+                                                  fused_instances=args.fused_instances,
+                                                  history_max_len=args.history_max_len))
     result = export_version(args.checkpoint, args.repository, options, progress=not args.quiet)
     m = result.manifest
     summary = {

@@ -55,6 +55,10 @@ class CanaryMismatch(SessionrecError):
         self.report = report
 
 
+class HistoryTooShort(SessionrecError):
+    """recommend_session is served and its Redis history keeps fewer clicks than a version reads."""
+
+
 @dataclass
 class CanaryReport:
     version: int
@@ -215,6 +219,7 @@ class EmbeddedServer:
         # a rollback or the next export moves on; a switch that failed for any other reason (a load
         # error, requests that timed out) is tried again at the next round.
         self.refused: dict[int, str] = {}
+        self._overridden: set[str] = set()  # steps loaded with a version_policy override (_load_step)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -222,6 +227,12 @@ class EmbeddedServer:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, timeout: float = 120.0) -> "EmbeddedServer":
         served = live_versions(self.repository) + ([self.candidate_version] if self.candidate_version else [])
+        # Before anything starts: a history shorter than the model reads is a setting to fix, not a
+        # state to serve in (the stubs would refuse to load too, less legibly).
+        for version in [current_version(self.repository)] + ([self.candidate_version] if self.candidate_version else []):
+            problem = self._history_problem(version)
+            if problem:
+                raise HistoryTooShort(f"{self.repository}: version {version}: {problem}")
         _precompile_model_code(self.repository, served, self.server.venv_python)
         if self.shards is not None:
             self._start_shards(timeout)
@@ -335,6 +346,9 @@ class EmbeddedServer:
             previous = self.version
             ensemble_touched = False
             try:
+                problem = self._history_problem(target)
+                if problem:  # before anything loads: the stubs would refuse it, and recommend_session would be wrong
+                    raise HistoryTooShort(f"version {target}: {problem}")
                 steps = self._steps_of(target)
                 forward = previous is None or target > previous
                 if forward:
@@ -349,7 +363,12 @@ class EmbeddedServer:
                     # and keeps the loaded model when a load fails (a corrupted artifact): no gap.
                     extra = tuple(m for m in self.session_models if m == HISTORY)
                     for model in steps + extra:  # the newest two versions of each (version_policy)
-                        self.server.load_model(model)
+                        self._load_step(model, {previous, target} - {None}, target)
+                elif self._overridden:
+                    # A rollback after a pinned load (below): the step holds {previous, the one before};
+                    # it must hold target before the ensemble points there.
+                    for model in sorted(self._overridden):
+                        self._load_step(model, {previous, target}, target)
                 # The switch: the ensemble pinned to target. A rollback goes straight here: loading a
                 # step first would drop the retired version's instances from under the ensemble still
                 # pinned to them ("'recommend' has no available versions" until the ensemble load);
@@ -366,8 +385,9 @@ class EmbeddedServer:
                     self._check_session(target)  # a failure restores both ensembles below
             except Exception as exc:  # noqa: BLE001 - keep serving whatever still works
                 self.events.append(f"switch to version {target} failed: {exc}")
-                if isinstance(exc, CanaryMismatch) and exc.report is not None and exc.report.disagrees:
-                    self.refused[target] = str(exc)
+                if isinstance(exc, HistoryTooShort) or (isinstance(exc, CanaryMismatch) and exc.report is not None
+                                                        and exc.report.disagrees):
+                    self.refused[target] = str(exc)  # neither changes while this server runs: not tried again
                 log.error("switch to version %s failed, staying on %s: %s", target, previous, exc)
                 if ensemble_touched:
                     self._restore(previous)
@@ -377,6 +397,54 @@ class EmbeddedServer:
             self.events.append(f"switched {previous} -> {target} ({report.checked} canaries ok)")
             log.info("now serving version %s", target)
             return True
+
+    def _load_step(self, model: str, wanted: set[int], target: int) -> None:
+        """Load `model` so that every version in `wanted` is loaded (the one the ensembles pin now and target).
+
+        The step's config.pbtxt says `latest <versions_kept>`, which is right when the pinned version
+        is among the newest on disk. It is not when a version between them was never served (two
+        exports between the watcher's rounds, or a version refused at its switch): then `latest 2`
+        would unload the pinned version while both ensembles still point at it, and every request
+        would fail until they moved (and a failed switch could not go back). Then the load comes
+        with the same config and `version_policy specific {wanted}`; Triton keeps a load's override
+        until config.pbtxt changes, so from then on this model's loads always carry one.
+        """
+        kept = self._serving_config(target).versions_kept
+        if model not in self._overridden and wanted <= set(version_folders(self.repository, model)[-kept:]):
+            self.server.load_model(model)
+            return
+        from google.protobuf import json_format
+
+        config = parse((self.repository / model / "config.pbtxt").read_text())
+        config.version_policy.ClearField("latest")
+        config.version_policy.specific.versions.extend(sorted(wanted))
+        self.server.load_model(model, config_json=json_format.MessageToJson(config, preserving_proto_field_name=True))
+        self._overridden.add(model)
+        self.events.append(f"{model} loaded with versions {sorted(wanted)} (not the newest {kept} on disk)")
+
+    def _history_problem(self, version: int) -> str | None:
+        """Why recommend_session cannot serve `version` with this server's history length (None: it can).
+
+        The kept length is SESSIONREC_HISTORY_MAX_LEN in the server's environment, else the
+        `history_max_len` parameter of the step that reads the history (config.pbtxt, written by export).
+        """
+        if not self.session_models:
+            return None
+        from sessionrec.serving.history import shortfall
+
+        name = "SESSIONREC_HISTORY_MAX_LEN"
+        value = {**os.environ, **self.server.environment}.get(name) or None
+        if value is None:
+            model = HISTORY if HISTORY in self.session_models else self.steps[0]
+            path = self.repository / model / "config.pbtxt"
+            parameters = parse(path.read_text()).parameters
+            name = f"{model}/config.pbtxt history_max_len"
+            value = parameters["history_max_len"].string_value if "history_max_len" in parameters else "50"
+        try:
+            kept = int(value)
+        except ValueError:
+            raise HistoryTooShort(f"{name}={value!r}: expected a whole number of clicks") from None
+        return shortfall(kept, int(self._manifest(version)["serving"]["max_len"]), name)
 
     def _manifest(self, version: int) -> dict:
         """A served version's manifest: recommend/<v>, or recommend_candidate/<v> for a candidate."""
@@ -479,8 +547,9 @@ class EmbeddedServer:
             if self.shards is not None and model.startswith(SHARD_MODEL.format("")):
                 self.shards.reload_model(model)  # the stub died on a shard server: the front relays its error
             else:
-                client.unload_model(model)
-                self.server.load_model(model)
+                client.unload_model(model)  # drops a version_policy override too
+                self._overridden.discard(model)
+                self._load_step(model, {version}, version)
             self.events.append(f"restarted {model}: its python backend stub had died")
             log.error("restarted %s: its python backend stub had died", model)
             return model

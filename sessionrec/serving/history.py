@@ -97,15 +97,47 @@ class HistoryConfig:
                              f"timeout_ms={self.timeout_ms}, pool_size={self.pool_size}")
 
 
-def for_model(parameter) -> "SessionHistory":
+def shortfall(history_max_len: int, model_max_len: int, setting: str = "history_max_len") -> str | None:
+    """Why a history of `history_max_len` clicks cannot serve a model reading `model_max_len`, or None.
+
+    Redis keeps the newest `history_max_len` clicks of a session and the model reads the newest
+    `model_max_len` of what it gets: with fewer kept than read, every guest past the kept length is
+    answered from a truncated session on recommend_session while `recommend` (the caller's whole
+    session) answers right. Nothing fails; the answers are silently worse. So it is refused wherever
+    both numbers meet: export (ServingConfig), the server's start and switches (sessionrec serve),
+    and the step's load (a server started some other way, e.g. the chart's tritonserver).
+    """
+    if int(history_max_len) >= int(model_max_len):
+        return None
+    return (f"{setting}={history_max_len} (clicks kept per session in Redis) is below the model's "
+            f"max_len={model_max_len} (clicks it reads): recommend_session would answer guests from truncated "
+            f"sessions; keep at least {model_max_len} clicks ({setting} >= max_len)")
+
+
+def for_model(parameter, model_max_len: int | None = None) -> "SessionHistory":
     """The history of a Triton python step: its config parameters, then the server's environment.
 
     `parameter(key, default)` reads the model config's parameters (triton_io.parameter).
+    `model_max_len`: the clicks the step's model version reads; with Redis configured, a kept
+    history shorter than that fails the load (`shortfall`), so a wrong setting never serves.
     """
     defaults = HistoryConfig(max_len=int(parameter("history_max_len", "50")),
                              ttl_s=float(parameter("history_ttl_s", "1800")),
                              timeout_ms=float(parameter("redis_timeout_ms", "20")))
-    return SessionHistory(HistoryConfig.from_environment(defaults))
+    config = HistoryConfig.from_environment(defaults)
+    if model_max_len is not None and config.url:
+        source = "SESSIONREC_HISTORY_MAX_LEN" if os.environ.get("SESSIONREC_HISTORY_MAX_LEN") else "history_max_len"
+        problem = shortfall(config.max_len, model_max_len, source)
+        if problem:
+            raise ValueError(problem)
+    return SessionHistory(config)
+
+
+def model_max_len(version_dir) -> int:
+    """The clicks a served version's model reads (its manifest's serving.max_len)."""
+    from sessionrec.serving.artifacts import read_manifest
+
+    return int(read_manifest(Path(version_dir))["serving"]["max_len"])
 
 
 @dataclass

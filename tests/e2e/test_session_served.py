@@ -416,12 +416,12 @@ def pinned(client, ensemble: str) -> set[int]:
     return {int(step["model_version"]) for step in config["ensemble_scheduling"]["step"]}
 
 
-def test_a_switch_whose_session_canaries_fail_reverts_both_ensembles(short_window_checkpoint, trained_checkpoint,
-                                                                     sample_path, redis_server, tmp_path):
+def test_a_switch_to_a_model_reading_more_than_the_history_keeps_is_refused_before_loading(
+        short_window_checkpoint, trained_checkpoint, sample_path, redis_server, tmp_path):
     """The deployment keeps the newest 4 clicks per guest (SESSIONREC_HISTORY_MAX_LEN, the chart's
-    redis.maxLen) and version 1 reads 4. A retrain that reads 16 answers `recommend` right (the caller
-    sends the whole session) but would answer guests on recommend_session from the 4 clicks Redis kept:
-    its canaries longer than 4 clicks fail click by click, and the switch is undone on both ensembles."""
+    redis.maxLen) and version 1 reads 4. A retrain that reads 16 would answer `recommend` right (the
+    caller sends the whole session) but guests on recommend_session from the 4 clicks Redis kept: the
+    switch is refused before anything loads, naming both numbers, and not tried again."""
     from sessionrec.export.exporter import ExportOptions, export_version
     from sessionrec.serving import session_canaries
     from sessionrec.serving.artifacts import read_manifest
@@ -442,9 +442,11 @@ def test_a_switch_whose_session_canaries_fail_reverts_both_ensembles(short_windo
         assert any(4 < len(c["items"]) <= 16 for c in second["canaries"])  # what the history cannot rebuild
         assert not server.sync() and server.version == 1
         why = server.events[-1]
-        assert why.startswith("switch to version 2 failed: version 2 on recommend_session"), why
-        assert "(click by click): click 5 answered from 4 stored clicks" in why, why
-        # Both ensembles are back on version 1 and answer as it did at export, Redis history included.
+        assert why.startswith("switch to version 2 failed: version 2: SESSIONREC_HISTORY_MAX_LEN=4"), why
+        assert "below the model's max_len=16" in why, why
+        states = {(e.name, e.version): e.state for e in own.get_model_repository_index().models}
+        assert states.get(("session_recommender", "2")) != "READY", states  # refused before loading it
+        # Both ensembles stay on version 1 and answer as it did at export, Redis history included.
         assert pinned(own, "recommend") == pinned(own, "recommend_session") == {1}
         assert replay_canaries(own, first).ok
         back = session_canaries.replay(own, first)

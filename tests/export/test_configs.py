@@ -9,7 +9,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from sessionrec.export.configs import (
     FUSED, HISTORY, SESSION_ENSEMBLE, STEPS, ConfigError, refuse_stateful_cache, WARMUP_K, WARMUP_K_FILE, ServingConfig, all_configs, check_wiring, ensemble_config, ensemble_steps,
-    fused_config, parse, warmup_files,
+    WARMUP_SESSION_LEN, fused_config, parse, render, warmup_files,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,8 +98,11 @@ def test_fused_step_warms_up_through_triton_with_a_valid_k():
     assert [(w.name, w.batch_size) for w in config.model_warmup] == [("one_session", 1), ("largest_batch", 16)]
     for warm in config.model_warmup:
         assert set(warm.inputs) == {"ITEMS", "K", "EXCLUDE_SEEN"}
-        assert list(warm.inputs["ITEMS"].dims) == [12] and warm.inputs["ITEMS"].zero_data
+        assert list(warm.inputs["ITEMS"].dims) == [WARMUP_SESSION_LEN] and warm.inputs["ITEMS"].zero_data
         assert warm.inputs["K"].input_data_file == WARMUP_K_FILE
+    # The config is shared by every version of the step: a retrain with another max_len must not change
+    # it (Triton would reload the serving version too; tests/reliability/test_version_window.py).
+    assert render(fused_config(ServingConfig(max_len=4))) == render(fused_config(ServingConfig(max_len=16)))
     assert not fused_config(ServingConfig(triton_warmup=False)).model_warmup  # benchmarks/hotswap.py --no-triton-warmup
     (rel, data), = warmup_files().items()
     assert rel == f"{FUSED}/warmup/{WARMUP_K_FILE}" and np.frombuffer(data, "<i4").tolist() == [WARMUP_K]
@@ -156,7 +159,7 @@ def test_response_cache_is_refused_on_the_stateful_ensemble():
 
 
 def test_history_step_carries_its_defaults():
-    configs = parsed(history_max_len=12, history_ttl_s=60.0)
+    configs = parsed(history_max_len=12, max_len=12, history_ttl_s=60.0)
     for model in (HISTORY, FUSED):
         config = configs[f"{model}/config.pbtxt"]
         assert config.parameters["history_max_len"].string_value == "12"
