@@ -459,3 +459,43 @@ def test_a_switch_to_a_model_reading_more_than_the_history_keeps_is_refused_befo
         assert not server.sync() and server.version == 1 and len(server.events) == events
         assert server.refused == {2: why.removeprefix("switch to version 2 failed: ")}
         assert pinned(own, "recommend") == pinned(own, "recommend_session") == {1}
+
+
+def test_a_switch_whose_session_canaries_disagree_reverts_both_ensembles(trained_checkpoint, sample_path,
+                                                                        redis_server, tmp_path, monkeypatch):
+    """Version 2 passes its `recommend` canaries, but its stateful answers disagree with them (here
+    injected into the session-canary report: the real causes, such as a history shorter than the
+    model reads, are refused before loading now). The switch is undone on both ensembles, the
+    version is refused once, and version 1 keeps answering, click by click included."""
+    from sessionrec.export.exporter import ExportOptions, export_version
+    from sessionrec.serving import session_canaries
+    from sessionrec.serving.artifacts import read_manifest
+
+    repo = tmp_path / "repository"
+    options = ExportOptions(data=str(sample_path), quality_sessions=200, parity_sessions=100)
+    export_version(trained_checkpoint, repo, options, progress=False)
+    env = {"SESSIONREC_REDIS_URL": redis_server.url, "SESSIONREC_REDIS_TIMEOUT_MS": "50"}
+    real_replay = session_canaries.replay
+
+    def replay(client, manifest):
+        report = real_replay(client, manifest)
+        if manifest["version"] == 2:
+            report.failures.append("session canary 0 (click by click): items [1] != [2] (injected)")
+        return report
+
+    with EmbeddedServer(repo, watch_seconds=0, log_file=tmp_path / "triton.log", environment=env) as server:
+        own = grpcclient.InferenceServerClient(server.grpc_url)
+        first = read_manifest(repo / "recommend" / "1")
+        export_version(trained_checkpoint, repo, options, progress=False)
+        monkeypatch.setattr(session_canaries, "replay", replay)
+        assert not server.sync() and server.version == 1
+        why = server.events[-1]
+        assert why.startswith("switch to version 2 failed: version 2 on recommend_session answers differ"), why
+        assert "(injected)" in why
+        assert pinned(own, "recommend") == pinned(own, "recommend_session") == {1}
+        monkeypatch.setattr(session_canaries, "replay", real_replay)
+        back = session_canaries.replay(own, first)
+        assert back.ok and back.through_history > 0, back.failures
+        events = len(server.events)
+        assert not server.sync() and len(server.events) == events and 2 in server.refused  # not retried
+        assert pinned(own, "recommend") == pinned(own, "recommend_session") == {1}
