@@ -14,9 +14,11 @@ step touches few rows) cannot help this loss; they would need a sampled softmax.
 
 `--paths old,new` times both training paths side by side, interleaved step by step so machine load
 hits both alike: `old` builds graphs session by session (stacked build_graph) and takes autograd's
-F.cross_entropy of the (B, N) scores, as `sessionrec train` did before; `new` is what it does now
-(vectorised build_graphs, fused loss of sessionrec.losses). Both start from the same weights and see
-the same batches; the largest relative difference of their losses is reported (same computation).
+F.cross_entropy of the (B, N) scores of a table normalised by F.normalize, as `sessionrec train`
+did before; `new` is what it does now
+(vectorised build_graphs, the table normalised by unit_rows and the fused loss of sessionrec.losses). Both start from the same weights and see
+the same batches; the relative difference of their first losses is reported (same computation).
+`--batching bucketed` draws the length-bucketed batches of a real epoch instead of random ones.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from sessionrec.data import load_dataset, prefixes
 from sessionrec.graph import SessionGraphs, build_batch, build_graph
 from sessionrec.losses import full_softmax_cross_entropy
 from sessionrec.model import ModelConfig, SessionModel, graph_tensors
+from sessionrec.train import TrainConfig, _length_bucketed
 
 PHASES = ("graphs", "encode", "scores+softmax", "backward", "optimizer")
 
@@ -49,7 +52,8 @@ def _step(path, model, optimizer, sessions, targets, marks) -> tuple[float, floa
     graphs = _old_graphs(sessions, 32) if path == "old" else build_batch(sessions, 32, pad_to_longest=True)
     inputs = graph_tensors(graphs)
     marks.append(time.perf_counter())
-    table = model._table()
+    # old: autograd's F.normalize of the whole table; new: model._table() = unit_rows in training
+    table = F.normalize(model.embedding.weight, dim=-1) if path == "old" else model._table()
     session = model.encode(*inputs, table=table)
     marks.append(time.perf_counter())
     if path == "old":
@@ -63,11 +67,11 @@ def _step(path, model, optimizer, sessions, targets, marks) -> tuple[float, floa
     touched = float((model.embedding.weight.grad[1:].abs().sum(dim=1) > 0).float().mean())
     optimizer.step()
     marks.append(time.perf_counter())
-    return float(loss), touched
+    return loss.item(), touched
 
 
 def profile(train_x, train_y, n_items: int, batch: int, threads: int, steps: int, dim: int, seed: int = 0,
-            paths=("new",)) -> list[dict]:
+            paths=("new",), batching: str = "random") -> list[dict]:
     torch.set_num_threads(threads)
     states = {}
     for path in paths:
@@ -75,13 +79,18 @@ def profile(train_x, train_y, n_items: int, batch: int, threads: int, steps: int
         model = SessionModel(ModelConfig(n_items=n_items, dim=dim, max_len=32))
         states[path] = (model, torch.optim.Adam(model.parameters(), lr=1e-3))
     rng = np.random.default_rng(seed)
+    if batching == "bucketed":  # the batches of an epoch of `sessionrec train`, in its order
+        order = rng.permutation(len(train_x))[: batch * TrainConfig.bucket_batches * 4]
+        drawn = _length_bucketed(order, train_x, batch, TrainConfig.bucket_batches, rng)[: steps + 3]
+    else:  # random prefixes, sorted, padded to the longest of 512 random ones (usually the full 32)
+        drawn = [rng.choice(len(train_x), size=batch, replace=False) for _ in range(steps + 3)]
     times = {path: {phase: [] for phase in PHASES} for path in paths}
     touched, losses = [], {path: [] for path in paths}
-    for step in range(steps + 3):
-        idx = rng.choice(len(train_x), size=batch, replace=False)
-        idx = idx[np.argsort([len(train_x[i]) for i in idx])]  # one length bucket, as training sorts them
+    for step, idx in enumerate(drawn):
+        idx = idx[np.argsort([len(train_x[i]) for i in idx])]
         sessions, targets = [train_x[i] for i in idx], torch.from_numpy(train_y[idx])
         for path in paths:
+            torch.manual_seed(seed + step)  # the same dropout masks for both paths
             marks = [time.perf_counter()]
             loss, rows = _step(path, *states[path], sessions, targets, marks)
             losses[path].append(loss)
@@ -89,14 +98,16 @@ def profile(train_x, train_y, n_items: int, batch: int, threads: int, steps: int
             if step >= 3:
                 for phase, (a, b) in zip(PHASES, zip(marks, marks[1:])):
                     times[path][phase].append((b - a) * 1000)
-    spread = max(abs(a - b) / abs(b) for a, b in zip(losses[paths[0]], losses[paths[-1]]))
+    first, *_ = (abs(a - b) / abs(b) for a, b in zip(losses[paths[0]], losses[paths[-1]]))
+    # bucketed batches differ in length (cost), so their mean is the epoch's per-step cost
+    average = np.mean if batching == "bucketed" else np.median
     rows = []
     for path in paths:
-        medians = {phase: float(np.median(values)) for phase, values in times[path].items()}
+        medians = {phase: float(average(values)) for phase, values in times[path].items()}
         step_ms = sum(medians.values())
         rows.append({"path": path, "batch": batch, "threads": threads, **medians, "step_ms": step_ms,
                      "touched": float(np.median(touched)), "epoch_min": step_ms * (len(train_x) / batch) / 60000,
-                     "loss_rel_diff": spread})
+                     "loss_rel_diff": first})
     return rows
 
 
@@ -118,6 +129,9 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2", help="torch thread counts, comma-separated")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--dim", type=int, default=100)
+    parser.add_argument("--batching", choices=("random", "bucketed"), default="random",
+                        help="random: 512 random prefixes per step (the earlier figures); bucketed: the "
+                             "length-bucketed batches sessionrec train draws (means, not medians)")
     parser.add_argument("--paths", default="new", help="old and/or new training path, comma-separated (module doc)")
     parser.add_argument("--out", help="write the markdown table here")
     args = parser.parse_args()
@@ -127,13 +141,15 @@ def main() -> None:
     if not set(paths) <= {"old", "new"}:
         parser.error(f"--paths takes old and/or new, got {args.paths!r}")
     rows = [row for b in args.batches.split(",") for t in args.threads.split(",")
-            for row in profile(train_x, train_y, dataset.n_items, int(b), int(t), args.steps, args.dim, paths=paths)]
+            for row in profile(train_x, train_y, dataset.n_items, int(b), int(t), args.steps, args.dim, paths=paths,
+                              batching=args.batching)]
     lines = [f"Command: `python benchmarks/train_profile.py {args.data} --batches {args.batches} --threads "
-             f"{args.threads} --steps {args.steps} --dim {args.dim} --paths {args.paths}`; "
+             f"{args.threads} --steps {args.steps} --dim {args.dim} --paths {args.paths} --batching {args.batching}`; "
              f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {_cpu()}, torch {torch.__version__}; "
-             f"{len(train_x):,} training prefixes, {dataset.n_items:,} items. Medians of {args.steps} steps, ms.", "",
+             f"{len(train_x):,} training prefixes, {dataset.n_items:,} items. {'Means' if args.batching == 'bucketed' else 'Medians'} of {args.steps} "
+             "steps, ms; loss diff: the two paths' first step (same weights, same batch).", "",
              "| path | batch | threads | " + " | ".join(PHASES) + " | step | est. epoch (min) | table rows with grad "
-             "| max loss rel. diff old/new |",
+             "| loss rel. diff old/new |",
              "|---|---:|---:|" + "---:|" * (len(PHASES) + 4)]
     for r in rows:
         lines.append(f"| {r['path']} | {r['batch']} | {r['threads']} | " + " | ".join(f"{r[p]:.1f}" for p in PHASES)

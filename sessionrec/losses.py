@@ -70,3 +70,31 @@ def full_softmax_cross_entropy(session: torch.Tensor, table: torch.Tensor, targe
     if targets.shape != (session.shape[0],):
         raise ValueError(f"need targets of shape ({session.shape[0]},), got {tuple(targets.shape)}")
     return _FullSoftmaxCrossEntropy.apply(session, table, targets)
+
+
+class _UnitRows(torch.autograd.Function):
+    """x / max(||x||, eps) row by row, with a backward in three passes over the table instead of
+    autograd's dozen for F.normalize (its division, negation, masking and norm backward each pass
+    over all N x d entries). For a row y = x / n: d x = (g - y (g . y)) / n, and d x = g / n where
+    the norm was clamped to eps (then n does not depend on x)."""
+
+    @staticmethod
+    def forward(ctx, x, eps):
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        clamped = norm <= eps
+        inverse = norm.clamp_min(eps).reciprocal_()
+        y = x * inverse
+        ctx.save_for_backward(y, inverse, clamped)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, inverse, clamped = ctx.saved_tensors
+        along = torch.linalg.vecdot(grad, y, dim=-1).unsqueeze(-1).masked_fill_(clamped, 0)  # (N, 1)
+        return torch.addcmul(grad, y, along, value=-1).mul_(inverse), None
+
+
+def unit_rows(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """F.normalize(x, dim=-1) with a cheaper backward (training's whole-table NISER normalisation;
+    equal within float rounding: y = x * (1 / n) instead of x / n, tests/core/test_losses.py)."""
+    return _UnitRows.apply(x, eps)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sessionrec.losses import full_softmax_cross_entropy
+from sessionrec.losses import full_softmax_cross_entropy, unit_rows
 from sessionrec.model import NEG
 
 
@@ -92,7 +92,11 @@ class SASRec(nn.Module):
 
     def _table(self) -> torch.Tensor:
         table = self.embedding.weight  # (N+1, d)
-        return F.normalize(table, dim=-1) if self.config.normalize else table
+        if not self.config.normalize:
+            return table
+        if self.training and torch.is_grad_enabled():  # every step: the cheaper backward (sessionrec.losses)
+            return unit_rows(table)
+        return F.normalize(table, dim=-1)  # evaluation and ONNX export: plain operators
 
     def item_embeddings(self) -> torch.Tensor:
         """(N, d) scoring vectors of model ids 1..N."""

@@ -54,16 +54,24 @@ def test_bad_shapes_are_named():
         full_softmax_cross_entropy(torch.zeros(3, 4), torch.zeros(5, 4), torch.zeros(2, dtype=torch.long))
 
 
-def _compare_model(model, inputs, targets):
-    """Old path (scores, then model.loss) against the fused one, in training mode with the same
+def _compare_model(model, inputs, targets, monkeypatch):
+    """The old path (F.normalize of the table, scores, then model.loss = autograd's cross-entropy)
+    against the fused one (unit_rows, full_softmax_cross_entropy), in training mode with the same
     dropout masks (same seed before each): equal loss and equal gradient on every parameter."""
+    import sessionrec.model
+    import sessionrec.sasrec
+
     model.train()
     results = []
     for fused in (False, True):
         model.zero_grad(set_to_none=True)
         torch.manual_seed(123)
-        loss = model(*inputs, targets=targets) if fused else model.loss(model(*inputs), targets)
-        loss.backward()
+        with monkeypatch.context() as patch:
+            if not fused:
+                for module in (sessionrec.model, sessionrec.sasrec):
+                    patch.setattr(module, "unit_rows", lambda t: F.normalize(t, dim=-1))
+            loss = model(*inputs, targets=targets) if fused else model.loss(model(*inputs), targets)
+            loss.backward()
         results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
     (old_loss, old_grads), (new_loss, new_grads) = results
     torch.testing.assert_close(new_loss, old_loss, rtol=1e-5, atol=1e-6)
@@ -79,19 +87,20 @@ def _sessions(n_items, count=48, seed=0):
 
 
 @pytest.mark.parametrize("name", VARIANTS)
-def test_model_fused_loss_equals_scores_then_cross_entropy(name):
+def test_model_fused_loss_equals_scores_then_cross_entropy(name, monkeypatch):
     torch.manual_seed(0)
     model = SessionModel(ModelConfig(n_items=300, dim=16, max_len=8, **VARIANTS[name]))
     sessions, targets = _sessions(300)
-    _compare_model(model, graph_tensors(build_batch(sessions, 8, pad_to_longest=True)), targets)
+    _compare_model(model, graph_tensors(build_batch(sessions, 8, pad_to_longest=True)), targets, monkeypatch)
 
 
-def test_sasrec_fused_loss_equals_scores_then_cross_entropy():
+def test_sasrec_fused_loss_equals_scores_then_cross_entropy(monkeypatch):
     torch.manual_seed(0)
     model = SASRec(SASRecConfig(n_items=300, dim=16, max_len=8, heads=2))
     sessions, targets = _sessions(300)
     batch = SCHEMAS["sequence"].batch(sessions, 8, pad_to_longest=True)
-    _compare_model(model, [torch.from_numpy(batch[name]) for name in SCHEMAS["sequence"].input_names], targets)
+    _compare_model(model, [torch.from_numpy(batch[name]) for name in SCHEMAS["sequence"].input_names], targets,
+                   monkeypatch)
 
 
 def test_reused_score_buffer_cannot_corrupt_a_pending_backward():
@@ -108,3 +117,31 @@ def test_reused_score_buffer_cannot_corrupt_a_pending_backward():
     second.backward()  # the latest one is intact
     want = _loss_and_grads(lambda s, t, y: F.cross_entropy(s @ t.T, y), session * 2, table, targets)
     torch.testing.assert_close(second.detach(), want[0])
+
+
+def test_unit_rows_equals_normalize_with_its_gradient():
+    """The training-time table normalisation: F.normalize's values and gradients, a zero row included
+    (its norm is clamped to eps, as F.normalize does)."""
+    from sessionrec.losses import unit_rows
+
+    torch.manual_seed(0)
+    x = torch.randn(200, 16, dtype=torch.float64)
+    x[3] = 0.0
+    weights = torch.randn(200, 16, dtype=torch.float64)
+    results = []
+    for fn in (lambda t: F.normalize(t, dim=-1), unit_rows):
+        leaf = x.clone().requires_grad_()
+        y = fn(leaf)
+        (y * weights).sum().backward()
+        results.append((y.detach(), leaf.grad))
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(unit_rows, (torch.randn(5, 3, dtype=torch.float64, requires_grad=True),))
+
+
+def test_training_and_evaluation_tables_agree():
+    model = SessionModel(ModelConfig(n_items=50, dim=8))
+    train_table = model.train()._table()
+    with torch.no_grad():
+        eval_table = model.eval()._table()
+    torch.testing.assert_close(train_table.detach(), eval_table, rtol=1e-6, atol=1e-7)
