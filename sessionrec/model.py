@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sessionrec.losses import full_softmax_cross_entropy, unit_rows
+
 NODE_UPDATES = ("gated", "mean")
 POSITIONS = ("none", "forward", "reverse")
 
@@ -183,7 +185,11 @@ class SessionModel(nn.Module):
 
     def _table(self) -> torch.Tensor:
         table = self.embedding.weight  # (N+1, d)
-        return F.normalize(table, dim=-1) if self.config.normalize else table
+        if not self.config.normalize:
+            return table
+        if self.training and torch.is_grad_enabled():  # every step: the cheaper backward (sessionrec.losses)
+            return unit_rows(table)
+        return F.normalize(table, dim=-1)  # evaluation and ONNX export: plain operators
 
     def item_embeddings(self) -> torch.Tensor:
         """(N, d) scoring vectors of model ids 1..N."""
@@ -215,11 +221,15 @@ class SessionModel(nn.Module):
             session = self.config.scale * F.normalize(session, dim=-1)
         return session
 
-    def forward(self, items, alias, adj_in, adj_out, mask) -> torch.Tensor:
-        """(B, N) scores over model ids 1..N (column j is item j+1)."""
+    def forward(self, items, alias, adj_in, adj_out, mask, targets=None) -> torch.Tensor:
+        """(B, N) scores over model ids 1..N (column j is item j+1); with `targets` (model ids 1..N)
+        the training loss instead, the same as loss(scores, targets) but fused (sessionrec.losses)."""
         table = self._table()  # normalised once per step: it is the whole catalogue
         session = self.encode(items, alias, adj_in, adj_out, mask, table)
-        return session @ self.table_dropout(table[1:]).T  # identity unless training with table_dropout
+        scoring = self.table_dropout(table[1:])  # identity unless training with table_dropout
+        if targets is not None:
+            return full_softmax_cross_entropy(session, scoring, targets - 1)
+        return session @ scoring.T
 
     def loss(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over the full catalogue; targets are model ids 1..N."""

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sessionrec.losses import full_softmax_cross_entropy, unit_rows
 from sessionrec.model import NEG
 
 
@@ -91,7 +92,11 @@ class SASRec(nn.Module):
 
     def _table(self) -> torch.Tensor:
         table = self.embedding.weight  # (N+1, d)
-        return F.normalize(table, dim=-1) if self.config.normalize else table
+        if not self.config.normalize:
+            return table
+        if self.training and torch.is_grad_enabled():  # every step: the cheaper backward (sessionrec.losses)
+            return unit_rows(table)
+        return F.normalize(table, dim=-1)  # evaluation and ONNX export: plain operators
 
     def item_embeddings(self) -> torch.Tensor:
         """(N, d) scoring vectors of model ids 1..N."""
@@ -114,10 +119,14 @@ class SASRec(nn.Module):
             session = self.config.scale * F.normalize(session, dim=-1)
         return session
 
-    def forward(self, items, mask) -> torch.Tensor:
-        """(B, N) scores over model ids 1..N (column j is item j+1)."""
+    def forward(self, items, mask, targets=None) -> torch.Tensor:
+        """(B, N) scores over model ids 1..N (column j is item j+1); with `targets` (model ids 1..N)
+        the training loss instead, the same as loss(scores, targets) but fused (sessionrec.losses)."""
         table = self._table()
-        return self.encode(items, mask, table) @ table[1:].T
+        session = self.encode(items, mask, table)
+        if targets is not None:
+            return full_softmax_cross_entropy(session, table[1:], targets - 1)
+        return session @ table[1:].T
 
     def loss(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(scores, targets - 1)

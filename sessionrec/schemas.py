@@ -23,7 +23,7 @@ import numpy as np
 
 from sessionrec.errors import SessionrecError
 from sessionrec.graph import ENCODER_INPUTS as GRAPH_INPUTS
-from sessionrec.graph import build_graph
+from sessionrec.graph import build_graph, build_graphs
 from sessionrec.sequence import SEQUENCE_INPUTS, build_sequence
 
 DEFAULT_SCHEMA = "graph"  # what checkpoints and manifests written before schemas existed hold
@@ -47,6 +47,9 @@ class InputSchema:
     inputs: tuple[TensorSpec, ...]  # in the encoder's positional order (ONNX input order)
     builder: Callable  # (session, max_len, pad_to) -> one array per input, unbatched
     summary: str
+    # (sessions, max_len, pad_to) -> one (B, ...) array per input, equal to stacking `builder`'s;
+    # a vectorised form for training, which builds a large batch every step. None = stack builder's.
+    batch_builder: Callable | None = None
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -58,6 +61,8 @@ class InputSchema:
         pad_to = max_len
         if pad_to_longest and len(sessions):
             pad_to = max(1, min(max_len, max(len(s) for s in sessions)))
+        if self.batch_builder is not None:
+            return dict(zip(self.input_names, self.batch_builder(sessions, max_len, pad_to)))
         parts = [self.builder(s, max_len, pad_to) for s in sessions]
         if not parts:
             return {t.name: np.zeros((0,) + (pad_to,) * t.rank, dtype=t.dtype) for t in self.inputs}
@@ -90,6 +95,7 @@ SCHEMAS: dict[str, InputSchema] = {
         name="graph", version=1,
         inputs=tuple(TensorSpec(n, *_GRAPH_KINDS[n]) for n in GRAPH_INPUTS),
         builder=build_graph,
+        batch_builder=build_graphs,
         summary="session graph: unique items (sorted, 0-padded), alias (position -> node), "
                 "row-normalised in/out adjacency, position mask (sessionrec.graph)",
     ),

@@ -193,7 +193,7 @@ def train(
             idx = distributed.shard(batches[b], group)
             inputs = [t.to(group.device) for t in model_inputs(model, [train_x[i] for i in idx], pad_to_longest=True)]
             targets = torch.from_numpy(train_y[idx]).to(group.device)
-            loss = model.loss(trainer(*inputs), targets)
+            loss = trainer(*inputs, targets=targets)  # fused full-catalogue cross-entropy (sessionrec.losses)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

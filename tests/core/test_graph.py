@@ -65,3 +65,28 @@ def test_batch_padding():
     assert build_batch([], max_len=10).items.shape == (0, 10)
     with pytest.raises(ValueError):
         build_graph([1, 2, 3], max_len=3, pad_to=2)
+
+
+def test_vectorised_batch_equals_stacking_the_single_session_builder():
+    """build_graphs (training's batch builder) gives exactly build_graph's arrays, session by session:
+    repeats, self-loops, sessions longer than max_len, empty sessions, several paddings."""
+    from sessionrec.graph import build_graphs
+
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(200):
+        max_len = int(rng.integers(1, 12))
+        sessions = [list(rng.integers(1, int(rng.integers(2, 15)), size=int(rng.integers(0, 20))))
+                    for _ in range(int(rng.integers(1, 20)))]
+        longest = max(1, max(min(len(s), max_len) for s in sessions))
+        for pad_to in {longest, max_len}:
+            got = build_graphs(sessions, max_len, pad_to)
+            want = [np.stack(column) for column in zip(*(build_graph(s, max_len, pad_to) for s in sessions))]
+            for g, w in zip(got, want):
+                assert g.dtype == w.dtype and g.shape == w.shape
+                np.testing.assert_array_equal(g, w)
+            checked += 1
+    assert checked >= 200
+    assert [a.shape for a in build_graphs([], 4, 4)] == [(0, 4), (0, 4), (0, 4, 4), (0, 4, 4), (0, 4)]
+    with pytest.raises(ValueError, match="pad_to=2 is shorter"):
+        build_graphs([[1, 2, 3]], 5, 2)

@@ -84,7 +84,7 @@ def test_one_epoch_smoke_lowers_the_loss(name):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     for b in range(0, 400, 20):
-        loss = model.loss(model(*tensors(sessions[b : b + 20], 6, True)), targets[b : b + 20])
+        loss = model(*tensors(sessions[b : b + 20], 6, True), targets=targets[b : b + 20])  # fused, as train() does
         optimizer.zero_grad(); loss.backward(); optimizer.step()
         losses.append(loss.item())
     assert np.mean(losses[-5:]) < np.mean(losses[:3]) - 0.5
