@@ -176,9 +176,11 @@ def stage_index(args, work: Path) -> dict:
         del flat
     faiss.omp_set_num_threads(2)
     for kind in args.kinds.split(","):
-        # kind[+opq][@hnsw]: '+opq' an OPQ rotation (ivfpq), '@hnsw' an HNSW coarse quantizer (IVF kinds)
+        # kind[+opq][+refine][@hnsw]: '+opq' an OPQ rotation (ivfpq), '+refine' exact re-rank of
+        # --refine x k candidates, '@hnsw' an HNSW coarse quantizer (IVF kinds)
         name, _, coarse = kind.partition("@")
-        spec = IndexSpec(kind=name.removesuffix("+opq"), opq=name.endswith("+opq"), nlist=args.nlist,
+        base, *extras = name.split("+")
+        spec = IndexSpec(kind=base, opq="opq" in extras, refine=args.refine if "refine" in extras else 0, nlist=args.nlist,
                          coarse=coarse or "flat", hnsw_m=args.hnsw_m, ef_construction=args.ef_construction,
                          train_points_per_list=args.train_per_list, kmeans_iterations=args.kmeans_iterations)
         _log(f"faiss {kind}: build + tune")
@@ -336,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ef-construction", type=int, default=40, help="index stage: HNSW efConstruction")
     parser.add_argument("--train-per-list", type=int, default=64, help="index stage: IVF k-means points per list")
     parser.add_argument("--kmeans-iterations", type=int, default=10, help="index stage: IVF k-means iterations")
+    parser.add_argument("--refine", type=int, default=8, help="index stage: '+refine' kinds re-rank refine x k candidates")
     parser.add_argument("--latency-calls", type=int, default=1000, help="latency stage: batch-1 calls per row")
     parser.add_argument("--quality-sessions", type=int, default=500, help="export: prefixes per precision variant")
     parser.add_argument("--eval-prefixes", type=int, default=3000, help="index stage: held-out real test prefixes")

@@ -17,6 +17,10 @@ Three index kinds, all scoring by inner product (METRIC_INNER_PRODUCT):
         it needs a re-rank the 8-bit scalar codes do not (docs/BENCHMARKS.md, large catalogues).
 - hnsw: IndexHNSWFlat, M=32, efSearch tuned the same way. Only on request (see choose_kind).
 
+IVF kinds can re-rank their candidates by exact inner product (IndexSpec.refine: IndexRefineFlat)
+and find their lists through an HNSW graph over the centroids (IndexSpec.coarse="hnsw": adding
+10M items without comparing each with every centroid).
+
 Tuned search parameters are set on the index itself (IVF `nprobe`, HNSW `hnsw.efSearch`), which
 faiss.write_index stores, so a loaded index searches exactly as the tuned one did.
 
@@ -134,6 +138,10 @@ class IndexSpec:
     # nearest centroids through an HNSW graph over them (COARSE_HNSW_M), so adding and searching cost
     # ~log(nlist) comparisons. k-means itself still assigns with a flat index (exact centroids).
     coarse: str = "flat"
+    # IVF kinds: re-rank the best refine x k candidates of the index by exact inner product
+    # (IndexRefineFlat, which keeps a float32 copy of the table: 4·N·d bytes more). 0 = no re-rank.
+    # What lets PQ codes scan many lists fast and still answer with exact scores.
+    refine: int = 0
 
 
 @dataclass
@@ -316,6 +324,11 @@ def _new_ivf(kind: str, d: int, nlist: int, spec: IndexSpec) -> faiss.Index:
         index.clustering_index = faiss.IndexFlatIP(d)
     if kind == "ivfpq" and spec.opq:
         index = faiss.IndexPreTransform(faiss.OPQMatrix(d, index.pq.M), index)
+    if spec.refine:
+        if spec.refine < 1:
+            raise ValueError(f"refine must be 0 (no re-rank) or >= 1 candidates per result, got {spec.refine}")
+        index = faiss.IndexRefineFlat(index)
+        index.k_factor = float(spec.refine)
     return index
 
 
@@ -407,6 +420,8 @@ def build_index(
             params["codes"] = "8-bit scalar"
         if kind == "ivfpq":
             params.update({"pq_m": int(faiss.downcast_index(ivf).pq.M), "pq_bits": 8, "opq": spec.opq})
+        if spec.refine:
+            params["refine_k_factor"] = spec.refine
     elif kind == "hnsw":
         params = {"M": spec.hnsw_m, "ef_construction": int(index.hnsw.efConstruction),
                   "ef_search": int(index.hnsw.efSearch)}

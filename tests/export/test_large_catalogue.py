@@ -201,3 +201,21 @@ def test_ivf_with_an_hnsw_coarse_quantizer_builds_from_a_memmap_and_keeps_its_tu
     assert faiss_index.recall_at_k(loaded, items, queries) == report.recall_at_20  # the tuned search is what is served
     with pytest.raises(ValueError, match="coarse quantizer"):
         faiss_index.build_index(items, faiss_index.IndexSpec(kind="ivf", coarse="pq"))
+
+
+def test_ivfpq_with_an_exact_rerank_answers_with_exact_scores_and_keeps_it_through_save_load(tmp_path):
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((64, 32)).astype(np.float32)
+    items = centres[rng.integers(0, 64, 30_000)] + 0.3 * rng.standard_normal((30_000, 32)).astype(np.float32)
+    queries = centres[rng.integers(0, 64, 200)] + 0.3 * rng.standard_normal((200, 32)).astype(np.float32)
+    plain, plain_report = faiss_index.build_index(items, faiss_index.IndexSpec(kind="ivfpq", nprobe=8, pq_m=4))
+    index, report = faiss_index.build_index(items, faiss_index.IndexSpec(kind="ivfpq", nprobe=8, pq_m=4, refine=8))
+    assert report.params["refine_k_factor"] == 8 and "refine_k_factor" not in plain_report.params
+    # same lists probed; the re-rank recovers what 4-byte codes lose
+    assert faiss_index.recall_at_k(index, items, queries) > faiss_index.recall_at_k(plain, items, queries) + 0.1
+    scores, model_ids = faiss_index.search(index, queries, 20)
+    np.testing.assert_allclose(scores, np.einsum("bd,bkd->bk", queries, items[model_ids - 1]), rtol=1e-5, atol=1e-4)
+    loaded = faiss_index.load_index(faiss_index.save_index(index, tmp_path / "items.faiss"))
+    np.testing.assert_array_equal(faiss_index.search(loaded, queries, 20)[1], model_ids)
+    with pytest.raises(ValueError, match="refine"):
+        faiss_index.build_index(items, faiss_index.IndexSpec(kind="ivf", refine=-1))
