@@ -4,7 +4,7 @@
         --data /work/shared/data/diginetica --items 1000000 --work /tmp/lc-1m --stages build,index
     python benchmarks/large_catalogue.py ... --items 1000000 --work /tmp/lc-1m --stages serve,swap
     python benchmarks/large_catalogue.py ... --items 10000000 --work /tmp/lc-10m --stages synth,index \
-        --kinds ivfsq,ivfpq                                   # what fits at 10M (no export)
+        --kinds ivfsq@hnsw --table-mmap --nlist 16384 # 10M: streamed table, HNSW coarse quantizer (no export)
 
 Stages (each adds its results to WORK/results.json; --out writes all of them as Markdown):
 
@@ -15,6 +15,8 @@ Stages (each adds its results to WORK/results.json; --out writes all of them as 
   session vectors (the export's tune set) and measured on *other* real test prefixes: recall@20 vs
   exact search, HR@20 of the index against HR@20 of exact search on the same prefixes (the loss in
   points), build seconds, bytes, batch-1 query p50.
+- latency: batch-1 query p50/p95 (one faiss thread, as served) of the indexes the index stage saved
+  (WORK/index-<kind>.faiss), at each target's tuned knob; short, for benchlock.
 - serve: the exported repository in the embedded tritonserver: start-up seconds (process start to
   ready, canaries replayed), resident memory of the python stubs, one request at a time, open loop
   at --rates, a closed-loop ladder (--users) for throughput at p95 <= 70 ms.
@@ -110,12 +112,23 @@ def _real_vectors(args):
     return tune, vectors, np.asarray(held_y)[pick]
 
 
-def _synthetic_table(args) -> np.ndarray:
-    """The synthetic catalogue's scoring table (normalised, as the model serves it), generated in
-    memory with the seed the synthetic checkpoint uses: same rows, without a 10M-item checkpoint."""
-    from sessionrec.checkpoint import load_checkpoint
-    from sessionrec.synthetic import extend_table
+def _synthetic_table(args, work: Path) -> np.ndarray:
+    """The synthetic catalogue's scoring table (normalised, as the model serves it), generated with the
+    seed the synthetic checkpoint uses: same rows, without a 10M-item checkpoint.
 
+    With --table-mmap the rows are streamed into WORK/table-<N>.npy (sessionrec.synthetic.write_table)
+    and used memory-mapped: the 10M table is 4 GB on disk, not in this process's heap."""
+    from sessionrec.checkpoint import load_checkpoint
+    from sessionrec.synthetic import extend_table, write_table
+
+    if args.table_mmap:
+        path = work / f"table-{args.items}.npy"
+        if path.is_file():
+            return np.load(path, mmap_mode="r")
+        began = time.monotonic()
+        table, _ = write_table(args.checkpoint, path, args.items)
+        _log(f"streamed table -> {path} in {time.monotonic() - began:.1f} s")
+        return table
     ckpt = load_checkpoint(args.checkpoint)
     weight = ckpt.state_dict["embedding.weight"].numpy()
     table, _, _ = extend_table(weight[1:], ckpt.item_counts[1:], args.items, seed=0)
@@ -123,6 +136,12 @@ def _synthetic_table(args) -> np.ndarray:
         rows = table[start : start + (1 << 18)]
         rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
     return table
+
+
+def _peak_rss_gib() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
 
 
 def _hr20(found_positions: np.ndarray, targets: np.ndarray) -> float:
@@ -138,30 +157,49 @@ def stage_index(args, work: Path) -> dict:
 
     tune, vectors, targets = _real_vectors(args)
     _log(f"synthetic table of {args.items} items")
-    table = _synthetic_table(args)
-    synthetic = {"n_items": args.items, "seed": 0, "generated_in_memory": True}
+    began = time.monotonic()
+    table = _synthetic_table(args, work)
+    synthetic = {"n_items": args.items, "seed": 0, "generated_in_memory": not args.table_mmap,
+                 "memory_mapped": bool(args.table_mmap), "seconds": round(time.monotonic() - began, 1),
+                 "peak_rss_gib": _peak_rss_gib()}
     del_rss = psutil.Process().memory_info().rss
     _log(f"exact top-20 of {len(vectors)} held-out prefixes over {len(table)} items")
     t0 = time.perf_counter()
-    exact = exact_positions(table, vectors, 20)
-    rows = {"exact": {"HR@20": _hr20(exact, targets), "seconds_all_prefixes": round(time.perf_counter() - t0, 1)}}
-    tune_exact = exact_positions(table, tune, 20)
-    flat = faiss.IndexFlatIP(table.shape[1])
-    flat.add(table)
-    rows["exact"]["query_ms_p50"] = round(float(np.median(query_latency_ms(flat, vectors[:50], max_calls=20))), 2)
+    cached = work / f"exact-{args.items}-{len(vectors)}.npz"  # minutes at 10M: kept for the next run of the stage
+    if cached.is_file():
+        saved = np.load(cached)
+        exact, tune_exact = saved["held_out"], saved["tune"]
+    else:
+        exact, tune_exact = exact_positions(table, vectors, 20), exact_positions(table, tune, 20)
+        np.savez(cached, held_out=exact, tune=tune_exact)
+    rows = {"exact": {"HR@20": _hr20(exact, targets), "seconds_all_prefixes": round(time.perf_counter() - t0, 1),
+                      "cached": cached.name}}
     rows["exact"]["index_bytes"] = int(table.nbytes)
-    del flat
+    if not args.table_mmap:  # a flat index is a second copy of the table: not at 10M
+        flat = faiss.IndexFlatIP(table.shape[1])
+        flat.add(table)
+        rows["exact"]["query_ms_p50"] = round(float(np.median(query_latency_ms(flat, vectors[:50], max_calls=20))), 2)
+        del flat
     faiss.omp_set_num_threads(2)
     for kind in args.kinds.split(","):
-        spec = IndexSpec(kind=kind.removesuffix("+opq"), opq=kind.endswith("+opq"), nlist=args.nlist)
+        # kind[+opq][+refine][@hnsw]: '+opq' an OPQ rotation (ivfpq), '+refine' exact re-rank of
+        # --refine x k candidates, '@hnsw' an HNSW coarse quantizer (IVF kinds)
+        name, _, coarse = kind.partition("@")
+        base, *extras = name.split("+")
+        spec = IndexSpec(kind=base, opq="opq" in extras, refine=args.refine if "refine" in extras else 0, nlist=args.nlist,
+                         coarse=coarse or "flat", hnsw_m=args.hnsw_m, ef_construction=args.ef_construction,
+                         train_points_per_list=args.train_per_list, kmeans_iterations=args.kmeans_iterations)
         _log(f"faiss {kind}: build + tune")
         index, report = build_index(table, spec, tune_queries=tune, target_recall=0.95, progress=True)
         rows[kind] = {**report.to_dict(), "rss_gib_after_build": round(psutil.Process().memory_info().rss / 2**30, 2),
-                      "at_target": {}}
+                      "peak_rss_gib_so_far": _peak_rss_gib(), "at_target": {}}
+        saved = work / f"index-{kind.replace('+', '_').replace('@', '_')}.faiss"
+        faiss.write_index(index, str(saved))  # for the short latency stage (benchlock) to load
+        rows[kind]["file"] = str(saved)
         for target in [float(t) for t in args.targets.split(",")]:
             value, tuned = retune(index, table, tune, target, exact=tune_exact)
             _, found = index.search(vectors, 20)
-            row = {"knob": value, "tune_recall": round(tuned, 4),
+            row = {"knob": value, "tune_recall": round(tuned, 4),  # nprobe (IVF kinds) or efSearch (hnsw)
                    "held_out_recall_at_20": round(recall_at_k(index, table, vectors, 20, exact), 4),
                    "HR@20": _hr20(found, targets),
                    "query_ms_p50": round(float(np.median(query_latency_ms(index, vectors[:300]))), 3)}
@@ -173,6 +211,35 @@ def stage_index(args, work: Path) -> dict:
         del index
     return {"synthetic": synthetic, "prefixes": int(len(vectors)), "table_gib": round(table.nbytes / 2**30, 2),
             "process_rss_gib_before_indexes": round(del_rss / 2**30, 2), "kinds": rows}
+
+
+def stage_latency(args, work: Path) -> dict:
+    """Batch-1 query latency of the indexes the index stage saved, at each tuned knob, one faiss thread
+    (as served: sessionrec.serving.artifacts sets one). Short: run it under benchlock, alone."""
+    import faiss
+
+    from sessionrec.export.faiss_index import _set_search_knob, load_index, query_latency_ms
+
+    results = json.loads((work / "results.json").read_text())
+    kinds = results.get("index", results.get("index_partial", {})).get("kinds", {})
+    _, vectors, _ = _real_vectors(args)
+    faiss.omp_set_num_threads(1)
+    out = {}
+    for kind, row in kinds.items():
+        if kind == "exact" or "file" not in row:
+            continue
+        index = load_index(row["file"])
+        for target, at in row["at_target"].items():
+            _set_search_knob(index, at["knob"])
+            times = query_latency_ms(index, vectors, max_calls=args.latency_calls, budget_s=20.0)
+            out[f"{kind}@{target}"] = {"knob": at["knob"], "calls": len(times),
+                                       "p50_ms": round(float(np.percentile(times, 50)), 3),
+                                       "p95_ms": round(float(np.percentile(times, 95)), 3),
+                                       "held_out_recall_at_20": at["held_out_recall_at_20"],
+                                       "HR@20_loss_points": at["HR@20_loss_points"]}
+            _log(f"{kind}@{target}: {out[f'{kind}@{target}']}")
+        del index
+    return {"threads": 1, "rows": out}
 
 
 def _save_partial(work: Path, stage: str, value: dict) -> None:
@@ -252,7 +319,7 @@ def stage_swap(args, work: Path) -> dict:
 
 
 STAGES = {"synth": lambda a, w: {"synthetic": synth(a, w)[1]}, "build": stage_build, "index": stage_index,
-          "serve": stage_serve, "swap": stage_swap}
+          "latency": stage_latency, "serve": stage_serve, "swap": stage_swap}
 
 
 def _machine() -> str:
@@ -271,6 +338,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", default="ivf,ivfsq,ivfpq,ivfpq+opq", help="FAISS kinds for the index stage")
     parser.add_argument("--nlist", type=int, help="index stage: IVF lists (default: the export's 4*sqrt(N))")
     parser.add_argument("--targets", default="0.95,0.99", help="index stage: recall@20 targets each kind is tuned to")
+    parser.add_argument("--table-mmap", action="store_true",
+                        help="index stage: stream the table into WORK/table-N.npy and use it memory-mapped (10M)")
+    parser.add_argument("--hnsw-m", type=int, default=32, help="index stage: HNSW links per node")
+    parser.add_argument("--ef-construction", type=int, default=40, help="index stage: HNSW efConstruction")
+    parser.add_argument("--train-per-list", type=int, default=64, help="index stage: IVF k-means points per list")
+    parser.add_argument("--kmeans-iterations", type=int, default=10, help="index stage: IVF k-means iterations")
+    parser.add_argument("--refine", type=int, default=8, help="index stage: '+refine' kinds re-rank refine x k candidates")
+    parser.add_argument("--latency-calls", type=int, default=1000, help="latency stage: batch-1 calls per row")
     parser.add_argument("--quality-sessions", type=int, default=500, help="export: prefixes per precision variant")
     parser.add_argument("--eval-prefixes", type=int, default=3000, help="index stage: held-out real test prefixes")
     parser.add_argument("--rates", default="20,100")

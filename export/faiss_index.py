@@ -17,6 +17,10 @@ Three index kinds, all scoring by inner product (METRIC_INNER_PRODUCT):
         it needs a re-rank the 8-bit scalar codes do not (docs/BENCHMARKS.md, large catalogues).
 - hnsw: IndexHNSWFlat, M=32, efSearch tuned the same way. Only on request (see choose_kind).
 
+IVF kinds can re-rank their candidates by exact inner product (IndexSpec.refine: IndexRefineFlat)
+and find their lists through an HNSW graph over the centroids (IndexSpec.coarse="hnsw": adding
+10M items without comparing each with every centroid).
+
 Tuned search parameters are set on the index itself (IVF `nprobe`, HNSW `hnsw.efSearch`), which
 faiss.write_index stores, so a loaded index searches exactly as the tuned one did.
 
@@ -64,6 +68,11 @@ KINDS = ("flat", "ivf", "ivfsq", "ivfpq", "hnsw")
 # items at d=100; the serving stub holds the index once per loaded version (two during a switch).
 IVF_FLAT_MAX_BYTES = 2 << 30
 ADD_CHUNK = 100_000  # vectors added per call, one progress-bar tick each
+COARSE = ("flat", "hnsw")
+COARSE_HNSW_M = 32  # links per centroid in an HNSW coarse quantizer
+# efSearch of an HNSW coarse quantizer: at least this, and at least nprobe (it must return nprobe lists)
+COARSE_EF_SEARCH = 64
+EXACT_BLOCK_FLOATS = 64 << 20  # exact search scores at most this many (query, item) pairs at a time
 
 
 class FaissIndexError(SessionrecError, ValueError):
@@ -124,6 +133,15 @@ class IndexSpec:
     kmeans_iterations: int = 10
     pq_m: int | None = None  # ivfpq sub-quantizers (d must be a multiple); None = d/4 (one byte each)
     opq: bool = False  # ivfpq behind an OPQ rotation (learned; helps PQ on correlated dimensions)
+    # The IVF kinds' coarse quantizer: "flat" compares every vector with all nlist centroids
+    # (N·nlist·d flops to add N items: 1e13 at 10M x 12.6k lists, hours on 2 cores); "hnsw" finds the
+    # nearest centroids through an HNSW graph over them (COARSE_HNSW_M), so adding and searching cost
+    # ~log(nlist) comparisons. k-means itself still assigns with a flat index (exact centroids).
+    coarse: str = "flat"
+    # IVF kinds: re-rank the best refine x k candidates of the index by exact inner product
+    # (IndexRefineFlat, which keeps a float32 copy of the table: 4·N·d bytes more). 0 = no re-rank.
+    # What lets PQ codes scan many lists fast and still answer with exact scores.
+    refine: int = 0
 
 
 @dataclass
@@ -169,14 +187,25 @@ def _as_matrix(x: np.ndarray, name: str, dim: int | None = None) -> np.ndarray:
 
 
 def exact_positions(vectors: np.ndarray, queries: np.ndarray, k: int = TUNE_K) -> np.ndarray:
-    """(B, k) positions of the exact top-k by inner product (unordered within the k); brute force."""
-    k = min(k, len(vectors))
-    rows = max(1, (64 << 20) // len(vectors))  # cap the (rows, N) score block at 64M floats
-    out = np.empty((len(queries), k), dtype=np.int64)
-    for start in range(0, len(queries), rows):
-        scores = queries[start : start + rows] @ vectors.T  # (rows, N)
-        out[start : start + rows] = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    return out
+    """(B, k) positions of the exact top-k by inner product (unordered within the k); brute force.
+
+    Walks the items in blocks (at most EXACT_BLOCK_FLOATS scores at a time) keeping a running top-k,
+    so the table is read once and may be a memory-mapped file (a 10M-item table is 4 GB)."""
+    n = len(vectors)
+    k = min(k, n)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    block = max(k, EXACT_BLOCK_FLOATS // max(1, len(queries)))
+    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best = np.empty((len(queries), 0), dtype=np.int64)
+    for start in range(0, n, block):
+        scores = queries @ np.asarray(vectors[start : start + block], dtype=np.float32).T  # (B, block)
+        scores = np.concatenate([best_scores, scores], axis=1)
+        positions = np.concatenate([best, np.broadcast_to(np.arange(start, start + scores.shape[1] - best.shape[1]),
+                                                          (len(queries), scores.shape[1] - best.shape[1]))], axis=1)
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        best_scores = np.take_along_axis(scores, top, axis=1)
+        best = np.take_along_axis(positions, top, axis=1)
+    return best
 
 
 def _recall(found: np.ndarray, exact: np.ndarray) -> float:
@@ -264,12 +293,20 @@ def _set_search_knob(index: faiss.Index, value: int) -> None:
     ivf = _ivf(index)
     if ivf is not None:
         ivf.nprobe = value
+        quantizer = faiss.downcast_index(ivf.quantizer)
+        if isinstance(quantizer, faiss.IndexHNSWFlat):  # the graph must return nprobe centroids
+            quantizer.hnsw.efSearch = max(COARSE_EF_SEARCH, value)
     else:
         index.hnsw.efSearch = value
 
 
 def _new_ivf(kind: str, d: int, nlist: int, spec: IndexSpec) -> faiss.Index:
-    quantizer = faiss.IndexFlatIP(d)
+    if spec.coarse not in COARSE:
+        raise ValueError(f"unknown coarse quantizer {spec.coarse!r}; expected one of {COARSE}")
+    if spec.coarse == "hnsw":
+        quantizer = faiss.IndexHNSWFlat(d, COARSE_HNSW_M, faiss.METRIC_INNER_PRODUCT)
+    else:
+        quantizer = faiss.IndexFlatIP(d)
     if kind == "ivf":
         index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
     elif kind == "ivfsq":
@@ -282,8 +319,16 @@ def _new_ivf(kind: str, d: int, nlist: int, spec: IndexSpec) -> faiss.Index:
         index = faiss.IndexIVFPQ(quantizer, d, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
     index.cp.max_points_per_centroid = spec.train_points_per_list  # faiss samples this many
     index.cp.niter = spec.kmeans_iterations
+    if spec.coarse == "hnsw":
+        # k-means on a flat index (exact assignments), its centroids then added to the HNSW graph
+        index.clustering_index = faiss.IndexFlatIP(d)
     if kind == "ivfpq" and spec.opq:
         index = faiss.IndexPreTransform(faiss.OPQMatrix(d, index.pq.M), index)
+    if spec.refine:
+        if spec.refine < 1:
+            raise ValueError(f"refine must be 0 (no re-rank) or >= 1 candidates per result, got {spec.refine}")
+        index = faiss.IndexRefineFlat(index)
+        index.k_factor = float(spec.refine)
     return index
 
 
@@ -320,7 +365,7 @@ def build_index(
     spec = IndexSpec() if spec is None else spec
     vectors = _as_matrix(vectors, "vectors")
     n, d = vectors.shape
-    if not np.isfinite(vectors).all():
+    if not all(np.isfinite(vectors[i : i + ADD_CHUNK]).all() for i in range(0, n, ADD_CHUNK)):  # chunked: a memmap
         raise ValueError("vectors contain NaN or inf: the item table is not servable")
     kind = choose_kind(n, dim=d) if spec.kind == "auto" else spec.kind
     if kind not in KINDS:
@@ -370,11 +415,13 @@ def build_index(
         ivf = _ivf(index)
         params = {"nlist": int(ivf.nlist), "nprobe": int(ivf.nprobe),
                   "train_points_per_list": spec.train_points_per_list,
-                  "kmeans_iterations": spec.kmeans_iterations}
+                  "kmeans_iterations": spec.kmeans_iterations, "coarse": spec.coarse}
         if kind == "ivfsq":
             params["codes"] = "8-bit scalar"
         if kind == "ivfpq":
             params.update({"pq_m": int(faiss.downcast_index(ivf).pq.M), "pq_bits": 8, "opq": spec.opq})
+        if spec.refine:
+            params["refine_k_factor"] = spec.refine
     elif kind == "hnsw":
         params = {"M": spec.hnsw_m, "ef_construction": int(index.hnsw.efConstruction),
                   "ef_search": int(index.hnsw.efSearch)}

@@ -20,6 +20,9 @@ The result is an ordinary `sessionrec` checkpoint, exported with the normal `ses
     report = extend_checkpoint("runs/digi/best.pt", "/tmp/synth-1m.pt", SyntheticConfig(n_items=1_000_000))
 
 CLI: `sessionrec synthesize-catalogue CHECKPOINT --items 1000000 --out /tmp/synth-1m.pt`.
+
+`write_table` streams the same rows (normalised, as served) into a memory-mapped .npy instead:
+what the 10M index measurements are built from without a 4 GB table in memory.
 """
 
 from __future__ import annotations
@@ -109,6 +112,35 @@ def extend_table(table: np.ndarray, counts: np.ndarray, n_items: int, noise: flo
     new_counts = rng.poisson(c * ranks ** -s) if n_items > n else np.zeros(0, np.int64)
     all_counts = np.concatenate([np.asarray(counts, dtype=np.int64), new_counts.astype(np.int64)])
     return out, all_counts, (s, c)
+
+
+def write_table(checkpoint: str | Path, out: str | Path, n_items: int, noise: float = 0.5, seed: int = 0,
+                normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The synthetic catalogue's item table streamed into a .npy file, without holding it in memory.
+
+    Same rows as extend_table (and so as extend_checkpoint's table with the same noise and seed),
+    written chunk by chunk into a memory-mapped (n_items, d) float32 .npy; with `normalize` each row
+    is divided by its L2 norm (F.normalize, eps 1e-12: what NISER-style models score, the export's
+    item table). Returns (the table as a read-only memmap, the (n_items,) click counts). What a 10M
+    catalogue's index is built from: 4 GB on disk, a chunk (~100 MB) in memory at a time.
+    """
+    ckpt = load_checkpoint(checkpoint)
+    if EMBEDDING not in ckpt.state_dict:
+        raise SyntheticError(f"{checkpoint}: no {EMBEDDING!r} in the weights: not an item-table model")
+    weight = ckpt.state_dict[EMBEDDING].numpy()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")  # a reader never sees a half-written table
+    table = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n_items, weight.shape[1]))
+    _, counts, _ = extend_table(weight[1:], ckpt.item_counts[1:], n_items, noise, seed, out=table)
+    if normalize:
+        for start in range(0, n_items, CHUNK):
+            rows = table[start : start + CHUNK]
+            rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    table.flush()
+    del table
+    partial.replace(out)
+    return np.load(out, mmap_mode="r"), counts
 
 
 def extend_checkpoint(checkpoint: str | Path, out: str | Path, config: SyntheticConfig | None = None) -> SyntheticReport:

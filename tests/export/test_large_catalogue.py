@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import faiss
 import numpy as np
 import pytest
 
@@ -149,3 +150,72 @@ def test_tuning_stops_where_compressed_codes_stop_gaining_recall():
 
     value, recall = faiss_index._tune(applied.append, 1, 4000, recall_of, 0.95)
     assert (value, recall) == (128, 0.9) and applied == [128] and max(calls) == 128  # not walked up to 4000
+
+
+def test_exact_positions_walks_the_items_in_blocks_and_reads_a_memmap(monkeypatch, tmp_path):
+    rng = np.random.default_rng(4)
+    items = rng.standard_normal((5_000, 16)).astype(np.float32)
+    queries = rng.standard_normal((40, 16)).astype(np.float32)
+    expected = np.sort(np.argsort(-(queries @ items.T), axis=1)[:, :20], axis=1)
+    np.save(tmp_path / "items.npy", items)
+    mapped = np.load(tmp_path / "items.npy", mmap_mode="r")
+    monkeypatch.setattr(faiss_index, "EXACT_BLOCK_FLOATS", 40 * 700)  # 700 items a block: 8 blocks, a ragged last
+    np.testing.assert_array_equal(np.sort(faiss_index.exact_positions(mapped, queries, 20), axis=1), expected)
+
+
+def test_write_table_streams_the_same_rows_normalised(trained_checkpoint, tmp_path):
+    import torch
+
+    from sessionrec.checkpoint import load_checkpoint
+    from sessionrec.synthetic import write_table
+
+    ckpt = load_checkpoint(trained_checkpoint)
+    table, counts = write_table(trained_checkpoint, tmp_path / "table.npy", 30_000, seed=2)
+    assert isinstance(table, np.memmap) and table.shape == (30_000, ckpt.model_config.dim) and not table.flags.writeable
+    assert not (tmp_path / "table.npy.partial").exists()  # written under another name, then renamed
+    weight = ckpt.state_dict["embedding.weight"].numpy()
+    expected, expected_counts, _ = extend_table(weight[1:], ckpt.item_counts[1:], 30_000, seed=2)
+    np.testing.assert_array_equal(counts, expected_counts)
+    # the rows the model itself scores (F.normalize of the extended raw table), real ones first
+    served = torch.nn.functional.normalize(torch.from_numpy(expected), dim=1).numpy()
+    np.testing.assert_allclose(table, served, atol=1e-6)
+    real = torch.nn.functional.normalize(torch.from_numpy(weight[1:]), dim=1).numpy()
+    np.testing.assert_allclose(table[: len(real)], real, atol=1e-6)
+
+
+def test_ivf_with_an_hnsw_coarse_quantizer_builds_from_a_memmap_and_keeps_its_tuning(tmp_path):
+    rng = np.random.default_rng(6)
+    centres = rng.standard_normal((64, 32)).astype(np.float32)
+    items = centres[rng.integers(0, 64, 40_000)] + 0.3 * rng.standard_normal((40_000, 32)).astype(np.float32)
+    items /= np.linalg.norm(items, axis=1, keepdims=True)
+    queries = items[rng.integers(0, 40_000, 200)] + 0.05 * rng.standard_normal((200, 32)).astype(np.float32)
+    np.save(tmp_path / "items.npy", items)
+    mapped = np.load(tmp_path / "items.npy", mmap_mode="r")
+    spec = faiss_index.IndexSpec(kind="ivfsq", coarse="hnsw", nlist=256)
+    index, report = faiss_index.build_index(mapped, spec, tune_queries=queries, target_recall=0.9)
+    assert report.params["coarse"] == "hnsw" and report.params["nlist"] == 256 and report.recall_at_20 >= 0.9
+    quantizer = faiss.downcast_index(faiss.extract_index_ivf(index).quantizer)
+    assert isinstance(quantizer, faiss.IndexHNSWFlat)
+    assert quantizer.hnsw.efSearch >= report.params["nprobe"]  # the graph returns every list that is probed
+    loaded = faiss_index.load_index(faiss_index.save_index(index, tmp_path / "items.faiss"))
+    assert faiss_index.recall_at_k(loaded, items, queries) == report.recall_at_20  # the tuned search is what is served
+    with pytest.raises(ValueError, match="coarse quantizer"):
+        faiss_index.build_index(items, faiss_index.IndexSpec(kind="ivf", coarse="pq"))
+
+
+def test_ivfpq_with_an_exact_rerank_answers_with_exact_scores_and_keeps_it_through_save_load(tmp_path):
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((64, 32)).astype(np.float32)
+    items = centres[rng.integers(0, 64, 30_000)] + 0.3 * rng.standard_normal((30_000, 32)).astype(np.float32)
+    queries = centres[rng.integers(0, 64, 200)] + 0.3 * rng.standard_normal((200, 32)).astype(np.float32)
+    plain, plain_report = faiss_index.build_index(items, faiss_index.IndexSpec(kind="ivfpq", nprobe=8, pq_m=4))
+    index, report = faiss_index.build_index(items, faiss_index.IndexSpec(kind="ivfpq", nprobe=8, pq_m=4, refine=8))
+    assert report.params["refine_k_factor"] == 8 and "refine_k_factor" not in plain_report.params
+    # same lists probed; the re-rank recovers what 4-byte codes lose
+    assert faiss_index.recall_at_k(index, items, queries) > faiss_index.recall_at_k(plain, items, queries) + 0.1
+    scores, model_ids = faiss_index.search(index, queries, 20)
+    np.testing.assert_allclose(scores, np.einsum("bd,bkd->bk", queries, items[model_ids - 1]), rtol=1e-5, atol=1e-4)
+    loaded = faiss_index.load_index(faiss_index.save_index(index, tmp_path / "items.faiss"))
+    np.testing.assert_array_equal(faiss_index.search(loaded, queries, 20)[1], model_ids)
+    with pytest.raises(ValueError, match="refine"):
+        faiss_index.build_index(items, faiss_index.IndexSpec(kind="ivf", refine=-1))
