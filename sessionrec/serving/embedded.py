@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -491,9 +492,25 @@ class EmbeddedServer:
             return self._reload_step(client, model, "its python backend stub had died")
 
     def _reload_step(self, client, model: str, why: str) -> str:
-        """Unload + load a step: every instance of it gets a new stub (~0.3 s; the ensemble stays loaded)."""
+        """Unload + load a step: every instance of it gets a new stub (~0.3 s; the ensemble stays loaded).
+
+        With two instances and one stub dead, tritonserver 2.51 under traffic never finishes unloading
+        the old instances: the surviving stub stayed alive beside the new ones until the server stopped
+        (a whole version's memory; tests/reliability/test_two_instances.py). Once the new instances
+        are loaded, a stub of the step that was there before the reload is such a leftover: it is
+        killed, which lets Triton finish the unload."""
+        from sessionrec.serving.stubs import stub_pids
+
+        pid = self.server.pid
+        before = stub_pids(pid, model) if pid is not None else set()
         client.unload_model(model)
         self.server.load_model(model)
+        for stub in (stub_pids(pid, model) & before) if pid is not None else ():
+            try:
+                os.kill(stub, signal.SIGKILL)
+            except ProcessLookupError:  # it exited on its own meanwhile
+                continue
+            log.warning("killed stub %s of %s left behind by its unload", stub, model)
         self.events.append(f"restarted {model}: {why}")
         log.error("restarted %s: %s", model, why)
         return model

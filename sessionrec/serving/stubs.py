@@ -25,17 +25,25 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
-def live_stubs(server_pid: int) -> Counter:
-    """(model, version) -> live stub processes of the tritonserver whose process group is `server_pid`."""
-    found: Counter = Counter()
+def _stubs(server_pid: int):
+    """(pid, model, version) of each live stub of the server."""
     for pid in group_members(server_pid, exclude=server_pid):  # zombies excluded: a dead stub not reaped yet
         args = _cmdline(pid)
         if not args or not args[0].endswith(STUB_NAME):
             continue
         script = next((Path(a) for a in args[1:] if a.endswith("model.py")), None)
         if script is not None and script.parent.name.isdigit():
-            found[(script.parent.parent.name, int(script.parent.name))] += 1
-    return found
+            yield pid, script.parent.parent.name, int(script.parent.name)
+
+
+def stub_pids(server_pid: int, model: str) -> set[int]:
+    """Pids of the live stubs of `model` (every version)."""
+    return {pid for pid, name, _ in _stubs(server_pid) if name == model}
+
+
+def live_stubs(server_pid: int) -> Counter:
+    """(model, version) -> live stub processes of the tritonserver whose process group is `server_pid`."""
+    return Counter((model, version) for _, model, version in _stubs(server_pid))
 
 
 def expected_stubs(client, models) -> Counter:
