@@ -32,10 +32,11 @@ FAST = dict(quality_sessions=200, parity_sessions=100)
 
 
 def fused_instances(repository) -> int:
-    """session_recommender instances of version 2 (the export chose them by memory: export/instances.py)."""
+    """session_recommender instances of version 2 (the export chose them by memory: export/instances.py);
+    read from its step folder, which stays when a rollback retires recommend/2."""
     from sessionrec.serving.artifacts import read_manifest
 
-    return read_manifest(repository / "recommend" / "2")["fused_instances"]["count"]
+    return read_manifest(repository / "session_recommender" / "2")["fused_instances"]["count"]
 
 
 def only_rollback_window(failures: dict[str, int]) -> bool:
