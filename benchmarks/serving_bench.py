@@ -27,6 +27,9 @@ Systems (--systems):
   sessionrec-x2   the same version with two fused step instances: what a second stub costs at capacity
                   and buys in the tail (tritonserver 2.51's batcher can leave a request waiting out its
                   500 ms idle timeout when the only instance is being released; docs/BENCHMARKS.md)
+  sessionrec-shards2 the same checkpoint exported with `--shards 2`: the front (fused step) fans every batch
+                  out to two retrieval-shard tritonservers over gRPC and merges by score
+                  (sessionrec.serving.shards): what the sharded front costs against one index
   sessionrec-3step the same version with the three-step layout on CPU (preprocess -> session_encoder
                   -> retrieval, three python stubs): what fusing the steps buys
   naive           sessionrec/naive_server.py: model forward() per request (normalise the item table,
@@ -62,11 +65,12 @@ from sessionrec.load_tests.sla import SLA
 
 ROOT = Path(__file__).resolve().parents[1]
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
-SYSTEMS = ("sessionrec", "sessionrec-delay100", "sessionrec-x2", "sessionrec-3step", "naive", "naive-cached", "cache-ceiling")
+SYSTEMS = ("sessionrec", "sessionrec-delay100", "sessionrec-x2", "sessionrec-shards2", "sessionrec-3step", "naive", "naive-cached", "cache-ceiling")
 LABELS = {
     "sessionrec": "sessionrec Triton ensemble",
     "sessionrec-delay100": "ensemble, step batcher waits 100 us",
     "sessionrec-x2": "ensemble, two fused step instances",
+    "sessionrec-shards2": "ensemble, retrieval in 2 shard servers",
     "sessionrec-3step": "ensemble as three python steps",
     "naive": "naive PyTorch + http.server",
     "naive-cached": "naive, item table cached",
@@ -91,7 +95,9 @@ def triton_system(name: str, repository: Path, log: Path, cache_bytes: int = 0):
     from sessionrec.serving.embedded import EmbeddedServer
 
     with EmbeddedServer(repository, watch_seconds=0, response_cache_bytes=cache_bytes, log_file=log) as server:
-        yield System(name, server.grpc_url, "grpc", [server.server.pid], stats=lambda: ensemble_stats(server))
+        # A sharded export: the shard servers' CPU is the system's too.
+        pids = [server.server.pid] + ([s.pid for s in server.shards.servers] if server.shards is not None else [])
+        yield System(name, server.grpc_url, "grpc", pids, stats=lambda: ensemble_stats(server))
 
 
 def ensemble_stats(server) -> dict:
@@ -276,14 +282,15 @@ def three_step_copy(repository: Path, target: Path, log, **changes) -> Path:
     return target
 
 
-def export(checkpoint: Path, data: str, repository: Path, response_cache: bool, log) -> Path:
+def export(checkpoint: Path, data: str, repository: Path, response_cache: bool, log, shards: int = 0) -> Path:
     from sessionrec.export.configs import ServingConfig
     from sessionrec.export.exporter import ExportOptions, export_version
     from sessionrec.export.repository import current_version
 
     if current_version(repository) is None:
-        log(f"exporting {checkpoint} -> {repository} (response cache {'on' if response_cache else 'off'})")
-        export_version(checkpoint, repository, ExportOptions(data=data, serving=ServingConfig(response_cache=response_cache)),
+        log(f"exporting {checkpoint} -> {repository} (response cache {'on' if response_cache else 'off'}, shards {shards})")
+        export_version(checkpoint, repository, ExportOptions(data=data, shards=shards,
+                                                             serving=ServingConfig(response_cache=response_cache)),
                        progress=False)
     return repository
 
@@ -360,7 +367,7 @@ def markdown(results: dict) -> str:
         probe = data["probe"]
         lines.append(f"| {LABELS[name]} | {probe['requests']} | {probe['p50']:.2f} | {probe['p95']:.2f} | {probe['p99']:.2f} | "
                      f"{probe.get('over_100ms', '')} |")
-    for system in ("sessionrec", "sessionrec-delay100", "sessionrec-x2", "sessionrec-3step"):
+    for system in ("sessionrec", "sessionrec-delay100", "sessionrec-x2", "sessionrec-shards2", "sessionrec-3step"):
         ensemble = results["systems"].get(system)
         if not (ensemble and ensemble["ladder"]):
             continue
@@ -592,6 +599,9 @@ def main(argv: list[str] | None = None) -> int:
             folder.mkdir(parents=True, exist_ok=True)
             if name == "sessionrec":
                 context = triton_system(name, repository, folder / "tritonserver.log")
+            elif name == "sessionrec-shards2":
+                context = triton_system(name, export(checkpoint, args.data, work / "repository-shards2", False, log, shards=2),
+                                        folder / "tritonserver.log")
             elif name == "sessionrec-3step":
                 context = triton_system(name, three_step_copy(repository, work / "repository-3step", log),
                                         folder / "tritonserver.log")

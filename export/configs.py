@@ -131,10 +131,13 @@ class ServingConfig:
     # every request ~0.2 ms at 100 us, docs/benchmarks/latency_breakdown.md) and buys no batching.
     fused_queue_delay_us: int = 0
     fused_cpu: bool = True  # CPU ensemble = one session_recommender step (False: three python steps)
-    # session_recommender stubs. 1: the least memory; 2 removes tritonserver 2.51's ~500 ms batcher
-    # stalls (a request arriving while the only instance is being released waits out the batcher's
-    # idle timeout) and measured 2.7x the capacity at p95 <= 70 ms (docs/BENCHMARKS.md section 4)
-    fused_instances: int = 1
+    # session_recommender stubs. 2 removes tritonserver 2.51's ~500 ms batcher stalls (a request
+    # arriving while the only instance is being released waits out the batcher's idle timeout) and
+    # measured 2.7x the capacity at p95 <= 70 ms (docs/BENCHMARKS.md section 4) for a second copy of
+    # the version in memory. None: chosen at export by the stub's estimated memory (export/instances.py,
+    # recorded in the manifest's `fused_instances`); configs written without a catalogue (the checked-in
+    # templates, `sessionrec configs`) get TEMPLATE_FUSED_INSTANCES.
+    fused_instances: int | None = None
     preprocess_instances: int = 1  # python stub processes; on 2 cores more instances only contend
     encoder_instances: int = 1
     retrieval_instances: int = 1
@@ -162,6 +165,11 @@ class ServingConfig:
     # one schema at a time (export refuses to switch it under a live version).
     schema: str = DEFAULT_SCHEMA
     extra: dict = field(default_factory=dict)
+
+
+# A config written with no catalogue to size (fused_instances None outside an export): the catalogue
+# the checked-in templates stand for is small, and 2 is what the export's rule gives it.
+TEMPLATE_FUSED_INSTANCES = 2
 
 
 class ConfigError(ValueError):
@@ -280,9 +288,10 @@ def fused_config(cfg: ServingConfig) -> mc.ModelConfig:
     _tensors(config.input, FUSED_INPUTS[1:3])
     _tensors(config.input, FUSED_INPUTS[3:], ragged=True, optional=FUSED_OPTIONAL)
     _tensors(config.output, FUSED_OUTPUTS)
-    if cfg.fused_instances < 1:
-        raise ConfigError(f"fused_instances must be at least 1, got {cfg.fused_instances}")
-    _instances(config, cfg.fused_instances)
+    count = TEMPLATE_FUSED_INSTANCES if cfg.fused_instances is None else cfg.fused_instances
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigError(f"fused_instances must be a whole number of at least 1, got {count!r}")
+    _instances(config, count)
     _history_parameters(config, cfg)
     # Warm-up requests through Triton, before the new version counts as loaded. The stub's own
     # warm-up (LocalPipeline.warm_up) sizes the compute; these warm the path around it (the first

@@ -21,7 +21,7 @@ import datetime as dt
 import json
 import platform
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from sessionrec.checkpoint import load_checkpoint
 from sessionrec.contract import CONTRACT_VERSION, EncoderSpec, make_spec
 from sessionrec.data import load_dataset, prefixes
 from sessionrec.errors import SessionrecError
+from sessionrec.export import instances
 from sessionrec.export import repository as repo_lib
 from sessionrec.export import shards as shard_lib
 from sessionrec.export.configs import MODELS, VERSIONED, ServingConfig, all_configs
@@ -212,6 +213,9 @@ def export_spec(spec: EncoderSpec, repository: str | Path, options: ExportOption
         raise ExportError(f"--precision must be one of {PRECISIONS}, got {options.precision!r}")
     if options.shards == 1 or not 0 <= options.shards <= spec.n_items:
         raise ExportError(f"--shards must be 0 (one index) or 2..{spec.n_items} (the catalogue's items), got {options.shards}")
+    requested = options.serving.fused_instances
+    if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
+        raise ExportError(f"fused_instances must be a whole number of at least 1 (or None: chosen by memory), got {requested!r}")
     from sessionrec.serving.history import shortfall
 
     # Before anything is built or staged: the configs written from options.serving would be refused
@@ -310,6 +314,13 @@ def export_spec(spec: EncoderSpec, repository: str | Path, options: ExportOption
         }
         options.serving.max_len = spec.max_len
         options.serving.schema = schema.name
+        # Stubs of the fused CPU step: by the memory one stub will hold, unless asked (export/instances.py).
+        # The resolved count goes into this version's configs and manifest; options.serving keeps None.
+        one_click = spec.n_items * options.one_click_k if spec.n_items <= options.one_click_max_items else 0
+        encoder = dirs["session_encoder"] / FILES[options.precision]
+        loaded = instances.files_bytes([encoder, data_file(encoder), dirs["preprocess"], dirs["retrieval"]])
+        fused = instances.choose(instances.stub_bytes(loaded, one_click), options.serving.fused_instances)
+        serving = replace(options.serving, fused_instances=fused["count"])
         manifest = {
             "format": MANIFEST_FORMAT,
             "version": version,
@@ -322,7 +333,8 @@ def export_spec(spec: EncoderSpec, repository: str | Path, options: ExportOption
                         "max_request_items": options.max_request_items, "precision": options.precision,
                         "encoder_file": FILES[options.precision], "n_items": spec.n_items, "schema": schema.name,
                         "encoder_external_data": external},
-            "serving_config": {k: v for k, v in asdict(options.serving).items() if k != "extra"},
+            "serving_config": {k: v for k, v in asdict(serving).items() if k != "extra"},
+            "fused_instances": fused,
             "export_options": {k: v for k, v in asdict(options).items() if k != "serving"},
             "libraries": library_versions(),
             "parity": parity.to_dict(),
@@ -330,7 +342,7 @@ def export_spec(spec: EncoderSpec, repository: str | Path, options: ExportOption
             "index": index_report.to_dict(),
             "retrieval_shards": shard_list,
             "artifacts": artifacts,
-            "configs": all_configs(options.serving, version),
+            "configs": all_configs(serving, version),
         }
         if "sha256" in spec.source:  # a checkpoint file: kept under its old key too
             manifest["checkpoint"] = {k: spec.source[k] for k in ("path", "sha256", "metrics")}
@@ -371,7 +383,7 @@ def export_spec(spec: EncoderSpec, repository: str | Path, options: ExportOption
         _write_manifest(dirs, manifest)
         step("verified")
 
-        repo_lib.publish(repo, staged, version, options.serving, candidate=options.candidate)
+        repo_lib.publish(repo, staged, version, serving, candidate=options.candidate)
         pruned = repo_lib.prune(repo, options.keep_versions)
         step(f"published v{version}")
     except BaseException:

@@ -40,10 +40,11 @@ def add_parser(sub) -> None:
     parser.add_argument("--keep-versions", type=int, default=3, help="live versions kept on disk (default 3)")
     parser.add_argument("--max-k", type=int, default=1000, help="largest K a request may ask for (default 1000)")
     parser.add_argument("--response-cache", action="store_true", help="enable Triton's response cache on the ensemble")
-    parser.add_argument("--fused-instances", type=int, default=1,
-                        help="session_recommender stubs on the CPU layout (default 1). 2 removes tritonserver "
-                             "2.51's ~500 ms batcher stalls and measured 2.7x the capacity at p95 <= 70 ms "
-                             "(docs/BENCHMARKS.md section 4) for a second copy of the version in memory")
+    parser.add_argument("--fused-instances", type=_instances, default=None,
+                        help="session_recommender stubs on the CPU layout (default: chosen by memory, 2 while one stub's "
+                             "estimated memory is at most 0.5 GiB, else 1; recorded in the manifest's fused_instances). "
+                             "2 removes tritonserver 2.51's ~500 ms batcher stalls and measured 2.7x the capacity at "
+                             "p95 <= 70 ms (docs/BENCHMARKS.md section 4) for a second copy of the version in memory")
     parser.add_argument("--history-max-len", type=int, default=ServingConfig.history_max_len,
                         help="clicks kept per guest session in Redis for recommend_session (default "
                              f"{ServingConfig.history_max_len}); refused below the model's max_len (the clicks it reads). "
@@ -69,6 +70,18 @@ def add_parser(sub) -> None:
     configs.set_defaults(run=run_configs)
 
 
+def _instances(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
 def run(args) -> int:
     from sessionrec.export.exporter import ExportOptions, export_version
 
@@ -87,6 +100,7 @@ def run(args) -> int:
         "repository": str(result.repository),
         "parity": {k: m["parity"][k] for k in ("max_abs_diff", "top20_agreement", "sessions")},
         "index": {k: m["index"][k] for k in ("kind", "recall_at_20", "build_seconds", "chosen_by")},
+        "fused_instances": m["fused_instances"],
         "precision_variants": {p: {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
                                for p, r in m["precision_variants"].items()},
         "retrieval_shards": [{"model": s["model"], "rows": s["rows"], "recall_at_20": s["index"]["recall_at_20"]}

@@ -23,8 +23,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -510,6 +512,9 @@ class EmbeddedServer:
         """Reload the step whose python-backend stub died, found by one canary request; its name or None.
 
         Triton neither restarts a dead stub nor marks its model unready, so nothing else would notice.
+        First a process check (no request): a step with more than one instance (`fused_instances` 2) whose
+        one stub died keeps answering through the other, so a canary could pass; its live stubs are
+        counted against the instances Triton reports loaded (sessionrec.serving.stubs).
         Unload + load starts a new stub (~0.3 s); the ensemble stays loaded meanwhile. The probe goes
         through `recommend`, then through `recommend_session` where that ensemble has a step of its
         own (session_history, on the three-step layouts; on the fused CPU layout both ensembles run
@@ -529,6 +534,9 @@ class EmbeddedServer:
             if self.shards is not None and self.shards.dead():
                 return self._restart_shard_servers()
             version, client = self.version, self.server.client()
+            short = self._short_of_stubs(client)
+            if short:  # one instance of several died: the probe below may reach a live one and pass
+                return self._reload_step(client, short[0], "one of its python backend stubs had died")
             canary = read_manifest(self.repository / "recommend" / str(version))["canaries"][0]
             probes = [lambda: infer_recommend(client, canary["items"], canary["k"], canary["exclude_seen"])]
             if HISTORY in self.session_models:
@@ -546,13 +554,57 @@ class EmbeddedServer:
             model = dead.group("model")
             if self.shards is not None and model.startswith(SHARD_MODEL.format("")):
                 self.shards.reload_model(model)  # the stub died on a shard server: the front relays its error
-            else:
-                client.unload_model(model)  # drops a version_policy override too
-                self._overridden.discard(model)
-                self._load_step(model, {version}, version)
-            self.events.append(f"restarted {model}: its python backend stub had died")
-            log.error("restarted %s: its python backend stub had died", model)
-            return model
+                self.events.append(f"restarted {model}: its python backend stub had died")
+                log.error("restarted %s: its python backend stub had died", model)
+                return model
+            return self._reload_step(client, model, "its python backend stub had died")
+
+    def _reload_step(self, client, model: str, why: str) -> str:
+        """Unload + load a step: every instance of it gets a new stub (~0.3 s; the ensemble stays loaded).
+
+        With two instances and one stub dead, tritonserver 2.51 under traffic never finishes unloading
+        the old instances: the surviving stub stayed alive beside the new ones until the server stopped
+        (a whole version's memory; tests/reliability/test_two_instances.py). Once the new instances
+        are loaded, a stub of the step that was there before the reload is such a leftover: it is
+        killed, which lets Triton finish the unload."""
+        from sessionrec.serving.stubs import stub_pids
+
+        pid = self.server.pid
+        before = stub_pids(pid, model) if pid is not None else set()
+        client.unload_model(model)  # drops a version_policy override too (_load_step)
+        self._overridden.discard(model)
+        self._load_step(model, {self.version}, self.version)
+        for stub in (stub_pids(pid, model) & before) if pid is not None else ():
+            try:
+                os.kill(stub, signal.SIGKILL)
+            except ProcessLookupError:  # it exited on its own meanwhile
+                continue
+            log.warning("killed stub %s of %s left behind by its unload", stub, model)
+        self.events.append(f"restarted {model}: {why}")
+        log.error("restarted %s: %s", model, why)
+        return model
+
+    def _short_of_stubs(self, client, confirm_s: float = 0.5) -> list[str]:
+        """The front's python steps with a READY version that has fewer live stub processes than instances.
+
+        A process check, no request (sessionrec.serving.stubs). Seen twice, `confirm_s` apart, because a
+        version Triton is unloading on its own (the steps' retired version, after a switch) can still be
+        listed READY while its stubs exit."""
+        from sessionrec.serving.stubs import short_of_stubs
+
+        pid = self.server.pid
+        if pid is None:
+            return []
+        models = (*self.steps, *(m for m in self.session_models if m == HISTORY))
+        try:
+            first = short_of_stubs(pid, client, models)
+            if not first:
+                return []
+            time.sleep(confirm_s)
+            return [m for m in short_of_stubs(pid, client, models) if m in first]
+        except Exception as exc:  # noqa: BLE001 - the server is busy or restarting: the probe below still runs
+            log.debug("stub process check skipped: %s", exc)
+            return []
 
     def _check_kept(self, target: int) -> None:
         """Refuse a load that would unload the shard version the front pins now: the shard servers keep

@@ -193,9 +193,45 @@ def test_fused_step_dispatches_a_lone_request_at_once():
 
 
 def test_fused_instances_option():
-    from sessionrec.export.configs import ConfigError as Refused, fused_config
+    from sessionrec.export.configs import TEMPLATE_FUSED_INSTANCES, ConfigError as Refused, fused_config
 
-    assert fused_config(ServingConfig()).instance_group[0].count == 1
+    # None (the default) is resolved by the export; a config written without a catalogue gets the template's
+    assert ServingConfig().fused_instances is None
+    assert fused_config(ServingConfig()).instance_group[0].count == TEMPLATE_FUSED_INSTANCES == 2
+    assert fused_config(ServingConfig(fused_instances=1)).instance_group[0].count == 1
     assert fused_config(ServingConfig(fused_instances=2)).instance_group[0].count == 2
-    with pytest.raises(Refused, match="fused_instances"):
-        fused_config(ServingConfig(fused_instances=0))
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(Refused, match="fused_instances"):
+            fused_config(ServingConfig(fused_instances=bad))
+
+
+def test_fused_instances_rule_by_stub_memory():
+    """2 instances while one stub's estimate is at most 0.5 GiB (export/instances.py); the 1M-item stub
+    measured 0.97 GiB RSS (docs/BENCHMARKS.md section 6), the Diginetica one is ~0.19 GB."""
+    from sessionrec.export import instances
+
+    budget = instances.TWO_INSTANCES_MAX_STUB_BYTES
+    assert budget == 1 << 29
+    # Diginetica, 43,097 items, d=100, flat: encoder table + index 4*N*d each, ids/popularity 40*N
+    digi = instances.stub_bytes(2 * 4 * 43_097 * 100 + 40 * 43_097, one_click_answers=43_097 * 20)
+    assert digi < 0.25e9 and instances.choose(digi)["count"] == 2
+    # 1M items, d=100, ivf: model.onnx 401 MB + items.faiss 410 MB + ids 24 MB (the measured export)
+    million = instances.stub_bytes(401_000_000 + 410_000_000 + 24_000_000)
+    assert 0.95e9 < million < 1.05e9 and instances.choose(million)["count"] == 1
+    chosen = instances.choose(budget)
+    assert chosen == {"count": 2, "chosen_by": instances.rule_text(), "stub_estimate_bytes": budget, "budget_bytes": budget}
+    assert instances.choose(budget + 1)["count"] == 1
+    assert instances.choose(million, requested=2) == {"count": 2, "chosen_by": "requested",
+                                                      "stub_estimate_bytes": million, "budget_bytes": budget}
+    assert instances.choose(digi, requested=1)["count"] == 1
+    for bad in (0, -2, True, 2.0):
+        with pytest.raises(ValueError, match="fused_instances"):
+            instances.choose(digi, requested=bad)
+
+
+def test_cli_refuses_a_bad_fused_instances(capsys):
+    from sessionrec.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "ckpt.pt", "--repository", "repo", "--fused-instances", "0"])
+    assert exit_.value.code == 2 and "--fused-instances: must be a whole number of at least 1, got '0'" in capsys.readouterr().err

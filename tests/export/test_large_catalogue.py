@@ -101,6 +101,9 @@ def test_synthetic_catalogue_exports_with_ivf_and_serves(trained_checkpoint, sam
     assert f"session_encoder/{result.version}/model.onnx.data" in manifest["artifacts"]  # checksummed like the rest
     assert not list(encoder_dir.glob("model.fp16*")) and not list(encoder_dir.glob("model.int8*"))  # unserved variants gone
     assert manifest["one_click"]["built"] is False  # over one_click_max_items: no per-item table at this size
+    fused = manifest["fused_instances"]  # chosen by the stub's memory: at least what the index alone takes
+    assert fused["chosen_by"].startswith("auto") and fused["count"] == (2 if fused["stub_estimate_bytes"] <= fused["budget_bytes"] else 1)
+    assert fused["stub_estimate_bytes"] > (repo / "retrieval" / str(result.version) / "items.faiss").stat().st_size
 
     with EmbeddedServer(repo, watch_seconds=0, log_file=tmp_path / "tritonserver.log") as server:  # canaries replayed
         canary = manifest["canaries"][0]

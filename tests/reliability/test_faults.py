@@ -55,7 +55,20 @@ def outage(load: Load, since: float) -> dict:
     return summary
 
 
+def one_instance(repository):
+    """The repository's fused step at one instance (its configs rewritten): a killed stub is the step's
+    only one. Two instances, the export's choice at this catalogue size: tests/reliability/test_two_instances.py."""
+    from sessionrec.export.configs import ServingConfig
+    from sessionrec.export.repository import write_configs
+
+    cfg = ServingConfig(**read_manifest(repository / "recommend" / "1")["serving_config"])
+    cfg.fused_instances = 1
+    write_configs(repository, cfg, version=1)
+    return repository
+
+
 def test_killed_stub_is_not_restarted_by_triton_but_by_the_watcher(fresh_repository, tmp_path):
+    one_instance(fresh_repository)
     probes = canary_probes(fresh_repository, [1])
     manifest = read_manifest(fresh_repository / "recommend" / "1")
     # Triton alone (no watcher): the stub stays dead, the model stays READY, every request fails.
