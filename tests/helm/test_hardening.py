@@ -159,12 +159,45 @@ def test_prepare_writes_probe_bodies_for_every_python_step(rendered, tmp_path):
     assert result.returncode == 0, result.stderr
     probe = tmp_path.parent / f"{tmp_path.name}-pod" / "probe"
     assert sorted(p.name for p in probe.iterdir()) == [
-        "preprocess.live.json", "preprocess.ready.json", "retrieval.live.json", "retrieval.ready.json"]
+        "preprocess.live.json", "preprocess.ready.json", "preprocess.stubs",
+        "retrieval.live.json", "retrieval.ready.json", "retrieval.stubs"]
+    from sessionrec.export.configs import parse
+    served = tmp_path / "retrieval" / "configs" / "gpu.pbtxt"  # the s3 scenario serves the GPU layout
+    served = served if served.exists() else tmp_path / "retrieval" / "config.pbtxt"
+    count = parse(served.read_text()).instance_group[0].count
+    # the step config's instance_group count, and the folder its stubs' command lines name
+    assert (probe / "retrieval.stubs").read_text().split("\n")[:2] == [str(count), f"{tmp_path}/retrieval/"]
     live = json.loads((probe / "retrieval.live.json").read_text())
     assert live["parameters"] == {"priority": 1}
     embedding = {t["name"]: t for t in live["inputs"]}["session_embedding"]
     assert embedding["shape"] == [1, 8] and embedding["data"] == [0] * 8  # the manifest's dim
     assert "parameters" not in json.loads((probe / "retrieval.ready.json").read_text())
+
+
+def test_liveness_probe_fails_when_a_stub_of_two_is_dead(rendered, tmp_path):
+    """Two instances of a step: one dead stub leaves the other answering, so the probe's request may
+    never reach it (tritonserver 2.51 does not restart it). The probe counts the step's stub
+    processes (/proc) against the count prepare wrote, before any request."""
+    live = triton(rendered["s3"])
+    command = live["livenessProbe"]["exec"]["command"][2].replace("/tmp/sessionrec-probe", str(tmp_path))
+    step = f"fake-step-{tmp_path.name}"  # unique: other tests' processes never match
+    (tmp_path / f"{step}.stubs").write_text(f"2\n/models/{step}/\n")
+    fake = f"/opt/tritonserver/backends/python/triton_python_backend_stub /models/{step}/1/model.py"
+    stubs = [subprocess.Popen(["bash", "-c", f'exec -a "{fake}" sleep 60'])]
+    try:
+        import time
+        time.sleep(0.3)
+        one_alive = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30)
+        assert one_alive.returncode == 1 and f"{step}: 1 of 2 python backend stubs alive" in one_alive.stderr
+        stubs.append(subprocess.Popen(["bash", "-c", f'exec -a "{fake}" sleep 60']))
+        time.sleep(0.3)
+        both = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30)
+        # the count passes; the probe goes on to its requests (no body files here: it fails there, not on stubs)
+        assert "python backend stubs alive" not in both.stderr, both.stderr
+    finally:
+        for stub in stubs:
+            stub.kill()
+            stub.wait()
 
 
 def test_python_steps_have_a_priority_level_for_the_probes():

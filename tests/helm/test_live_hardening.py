@@ -271,8 +271,11 @@ def test_saturating_load_never_fails_liveness_and_a_dead_stub_always_does(cpu_do
         time.sleep(1)
         assert http("GET", f"{server.http_url}/v2/health/live")[0] == 200  # what Triton's health says
         failures = [probe(cpu_docs, "live", server, repository)[0] for _ in range(live["failureThreshold"])]
+        # Every liveness run fails: with two instances (the export's choice at this size) a request may
+        # reach the live one, so the probe counts the step's stubs first (the chart's probeCommand).
         assert all(code != 0 for code in failures), failures
-        assert probe(cpu_docs, "ready", server, repository)[0] != 0
+        # Readiness is a request: it fails only if it reaches the dead instance; the pod is restarted
+        # by liveness either way.
     # The kubelet restarts the container after failureThreshold failures, periodSeconds apart:
     print(f"restart within {live['periodSeconds'] * live['failureThreshold'] + live['timeoutSeconds']} s of the stub's death")
 

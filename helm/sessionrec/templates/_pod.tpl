@@ -109,7 +109,10 @@ address per shard Service, shard 0 first, and the fan-out's deadline.
 {{/*
 The probe command: an inference to every python step the ensemble runs, straight to the step (not
 through `recommend`, so probes stay out of the SLO series), with the request bodies prepare-repository
-wrote to /tmp/sessionrec-probe (<step>.<kind>.json). Call with (dict "root" . "kind" "live"|"ready"
+wrote to /tmp/sessionrec-probe (<step>.<kind>.json). The liveness probe first counts each python
+step's live stub processes against its instance count (<step>.stubs): with two instances of a step
+one dead stub leaves the other answering, so a request alone may never reach the dead one, and
+tritonserver 2.51 does not restart it (tests/reliability/test_two_instances.py). Call with (dict "root" . "kind" "live"|"ready"
 "timeout" N). Liveness bodies ask for the top priority level of the steps' dynamic batchers, so a
 probe overtakes queued traffic and overload alone does not fail it; readiness bodies queue like any
 request, so an overloaded pod leaves rotation. No body file: the probe fails.
@@ -120,6 +123,11 @@ request, so an overloaded pod leaves rotation. No body file: the probe fails.
 - >-
   {{ if eq .kind "ready" }}curl --silent --show-error --fail --max-time {{ .timeout }}
   http://127.0.0.1:8000/v2/models/{{ .root.Values.model.readinessModel }}/ready > /dev/null &&
+  {{ end }}{{ if eq .kind "live" }}for want in /tmp/sessionrec-probe/*.stubs; do
+  [ -f "$want" ] || continue; step=$(basename "$want" .stubs);
+  count=$(sed -n 1p "$want"); path=$(sed -n 2p "$want");
+  have=$(grep -lasF "$path" /dev/null $(grep -las '[t]riton_python_backend_stub' /proc/[0-9]*/cmdline) | wc -l);
+  [ "$have" -ge "$count" ] || { echo "$step: $have of $count python backend stubs alive" >&2; exit 1; }; done;
   {{ end }}for body in /tmp/sessionrec-probe/*.{{ .kind }}.json; do
   step=$(basename "$body" .{{ .kind }}.json);
   curl --silent --show-error --fail --max-time {{ .timeout }} -H 'Content-Type: application/json'
@@ -272,7 +280,7 @@ if [ -n "${ENGINE_CACHE:-}" ]; then
   fi
 fi
 mkdir -p "${PROBE_DIR}"
-rm -f "${PROBE_DIR}"/*.json
+rm -f "${PROBE_DIR}"/*.json "${PROBE_DIR}"/*.stubs
 probe_body() {  # $1 step, $2 inputs JSON
   printf '{"inputs":[%s]}\n' "$2" > "${PROBE_DIR}/$1.ready.json"
   printf '{"inputs":[%s],"parameters":{"priority":1}}\n' "$2" > "${PROBE_DIR}/$1.live.json"
@@ -282,6 +290,11 @@ for step in ${steps}; do
   config="${REPOSITORY}/${step}/configs/${CONFIG_NAME:-none}.pbtxt"
   [ -f "${config}" ] || config="${REPOSITORY}/${step}/config.pbtxt"
   grep -q '^backend: *"python"' "${config}" || continue  # only python stubs die silently
+  # Stubs the step runs: its instance_group count (one version is kept in the pod), for the liveness probe.
+  stubs=$(sed -n '/instance_group/,/}/s/^ *count: *\([0-9][0-9]*\).*/\1/p' "${config}" | head -n 1)
+  # Line 2: the step's folder as its stubs' command lines name it (model.py's path), so only this
+  # server's stubs count.
+  printf '%s\n%s\n' "${stubs:-1}" "${REPOSITORY}/${step}/" > "${PROBE_DIR}/${step}.stubs"
   case "${step}" in
     session_recommender)
       probe_body "${step}" "$(tensor ITEMS INT64 1,1 -1),$(tensor K INT32 1,1 1),$(tensor EXCLUDE_SEEN BOOL 1,1 false)" ;;
