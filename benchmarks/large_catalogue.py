@@ -124,7 +124,7 @@ def _synthetic_table(args, work: Path) -> np.ndarray:
     if args.table_mmap:
         path = work / f"table-{args.items}.npy"
         if path.is_file():
-            return np.load(path, mmap_mode="r")
+            return np.load(path, mmap_mode="r", allow_pickle=False)
         began = time.monotonic()
         table, _ = write_table(args.checkpoint, path, args.items)
         _log(f"streamed table -> {path} in {time.monotonic() - began:.1f} s")
@@ -167,7 +167,7 @@ def stage_index(args, work: Path) -> dict:
     t0 = time.perf_counter()
     cached = work / f"exact-{args.items}-{len(vectors)}.npz"  # minutes at 10M: kept for the next run of the stage
     if cached.is_file():
-        saved = np.load(cached)
+        saved = np.load(cached, allow_pickle=False)
         exact, tune_exact = saved["held_out"], saved["tune"]
     else:
         exact, tune_exact = exact_positions(table, vectors, 20), exact_positions(table, tune, 20)

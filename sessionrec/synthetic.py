@@ -140,7 +140,7 @@ def write_table(checkpoint: str | Path, out: str | Path, n_items: int, noise: fl
     table.flush()
     del table
     partial.replace(out)
-    return np.load(out, mmap_mode="r"), counts
+    return np.load(out, mmap_mode="r", allow_pickle=False), counts
 
 
 def extend_checkpoint(checkpoint: str | Path, out: str | Path, config: SyntheticConfig | None = None) -> SyntheticReport:

@@ -8,6 +8,13 @@ from __future__ import annotations
 import pytest
 
 from sessionrec.reliability.procs import memory_kib, python_stubs
+from sessionrec.serving.artifacts import read_manifest
+
+
+def fused_instances(repository) -> int:
+    """Stubs of the fused step per version: the count the export chose by memory (its manifest)."""
+    version = max(int(p.name) for p in (repository / "recommend").iterdir() if p.name.isdigit())
+    return read_manifest(repository / "recommend" / str(version))["fused_instances"]["count"]
 from sessionrec.reliability.soak import SoakPlan, markdown, run_soak
 
 pytestmark = pytest.mark.server
@@ -20,7 +27,7 @@ def test_short_soak_has_no_errors_and_flat_memory(exported_repository, tmp_path)
     assert report["total"]["requests"] > 1500
     assert report["verdict"]["no_failed_request"] and report["verdict"]["no_wrong_answer"], report["total"]["failures"]
     memory = report["memory"]
-    assert memory["samples"][0]["processes"] == 2  # tritonserver and the fused step's stub
+    assert memory["samples"][0]["processes"] == 1 + fused_instances(exported_repository)  # tritonserver, the fused stubs
     assert memory["growth"] is not None and abs(memory["growth"]) < 0.05, memory
     assert len(report["windows"]) == 3 and "| from (s) |" in markdown(report)
     slowest = report["slowest_requests"]
@@ -48,5 +55,6 @@ def test_recorded_outcomes_are_not_walked_by_the_garbage_collector():
 
 def test_memory_is_read_for_the_server_and_each_stub(embedded_server):
     memory = memory_kib(embedded_server.server.pid)
-    assert memory["processes"] == 2 and memory["tritonserver"] > 10_000 and memory["stubs"] > 20_000
+    stubs = fused_instances(embedded_server.repository)
+    assert memory["processes"] == 1 + stubs and memory["tritonserver"] > 10_000 and memory["stubs"] > 20_000
     assert set(python_stubs(embedded_server.server.pid)) == set(embedded_server.steps) == {"session_recommender"}
