@@ -6,7 +6,7 @@
     cpu_ms(pid)                                    # CPU time a process has used so far
 
 Linux only; no psutil needed. The stubs are found in the server's process group (the launcher starts
-tritonserver as a group leader), by the instance name Triton passes them (`<model>_<group>_<n>`).
+tritonserver as a group leader), by the model.py path Triton passes them (sessionrec.serving.stubs).
 """
 
 from __future__ import annotations
@@ -17,14 +17,8 @@ import socket
 import struct
 from pathlib import Path
 
-from sessionrec.serving.launcher import STUB_NAME, group_members
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return []
+from sessionrec.serving.launcher import group_members
+from sessionrec.serving.stubs import stubs_of
 
 
 def server_processes(server_pid: int) -> list[int]:
@@ -35,12 +29,8 @@ def server_processes(server_pid: int) -> list[int]:
 def python_stubs(server_pid: int) -> dict[str, list[int]]:
     """Model name -> pids of its python-backend stub processes (one per instance and loaded version)."""
     stubs: dict[str, list[int]] = {}
-    for pid in group_members(server_pid, exclude=server_pid):
-        args = _cmdline(pid)
-        if args and args[0].endswith(STUB_NAME):
-            instance = next((a for a in args[1:] if a.count("_") >= 2 and a.rsplit("_", 2)[-1].isdigit()), None)
-            if instance:
-                stubs.setdefault(instance.rsplit("_", 2)[0], []).append(pid)
+    for pid, model, _ in stubs_of(server_pid):
+        stubs.setdefault(model, []).append(pid)
     return stubs
 
 

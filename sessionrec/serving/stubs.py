@@ -25,7 +25,7 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
-def _stubs(server_pid: int):
+def stubs_of(server_pid: int):
     """(pid, model, version) of each live stub of the server."""
     for pid in group_members(server_pid, exclude=server_pid):  # zombies excluded: a dead stub not reaped yet
         args = _cmdline(pid)
@@ -38,12 +38,12 @@ def _stubs(server_pid: int):
 
 def stub_pids(server_pid: int, model: str) -> set[int]:
     """Pids of the live stubs of `model` (every version)."""
-    return {pid for pid, name, _ in _stubs(server_pid) if name == model}
+    return {pid for pid, name, _ in stubs_of(server_pid) if name == model}
 
 
 def live_stubs(server_pid: int) -> Counter:
     """(model, version) -> live stub processes of the tritonserver whose process group is `server_pid`."""
-    return Counter((model, version) for _, model, version in _stubs(server_pid))
+    return Counter((model, version) for _, model, version in stubs_of(server_pid))
 
 
 def expected_stubs(client, models) -> Counter:

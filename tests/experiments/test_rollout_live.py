@@ -128,20 +128,14 @@ def sessions(exported_repository, sample_dataset):
 
 
 def kill_version_stub(server_pid: int, version: int) -> None:
-    """SIGKILL every python-backend stub serving `version` of the fused step (its model path names the
-    version): each of its instances, so that every request to the version fails."""
-    from sessionrec.serving.launcher import group_members
+    """SIGKILL every python-backend stub serving `version` of the fused step: each of its instances,
+    so that every request to the version fails."""
+    from sessionrec.serving.stubs import stubs_of
 
-    killed = 0
-    for pid in group_members(server_pid, exclude=server_pid):
-        try:
-            args = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-        except OSError:
-            continue
-        if any(f"/session_recommender/{version}/".encode() in a for a in args):
-            os.kill(pid, signal.SIGKILL)
-            killed += 1
+    killed = [pid for pid, model, v in stubs_of(server_pid) if model == "session_recommender" and v == version]
     assert killed, f"no stub of session_recommender version {version}"
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
 
 
 def serve_with_prometheus(repo, tmp_path, watch_seconds: float = 0.5):
