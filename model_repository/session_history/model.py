@@ -22,6 +22,7 @@ class TritonPythonModel:
     def initialize(self, args):
         self.history = history_lib.for_model(lambda key, default: io.parameter(args, key, default),
                                             history_lib.model_max_len(io.version_dir(args)))
+        self.history.warm_in_background()  # the first event is one round trip; start never waits for it
         self.dtypes = io.output_dtypes(args, pb_utils)
         # History states and the events' clicks by popularity bucket (sessionrec.monitoring.signals);
         # None when SESSIONREC_MONITORING=off.

@@ -33,10 +33,11 @@ class TritonPythonModel:
         self.request = PipelineRequest
         self.dtypes = io.output_dtypes(args, pb_utils)
         # recommend_session events (SESSION_ID present) look their history up here, in this stub;
-        # nothing connects until the first event, so `recommend` never depends on Redis.
+        # a background thread connects, so `recommend` and start never depend on Redis.
         from sessionrec.serving import history, stateful
 
         self.history = history.for_model(lambda k, d: io.parameter(args, k, d), self.pipeline.preprocessor.max_len)
+        self.history.warm_in_background()  # so the first event is one round trip; start never waits for it
         self.stateful, self.event = stateful, history.ClickEvent
         # Drift and quality signals, aggregated here and flushed at most once a second through
         # Triton's custom metrics; None when the server's environment has SESSIONREC_MONITORING=off.

@@ -203,7 +203,8 @@ class SessionHistory:
             return None
         from sessionrec.serving.redis_conn import Connections
 
-        # Nothing connects yet: start never waits on Redis. A request waits for a free connection
+        # Nothing connects here: start never waits on Redis (warm_in_background connects off the
+        # serving thread). A request waits for a free connection
         # no longer than one timeout, and for each reply no longer than one timeout.
         return Connections(config.url, config.password, config.pool_size, config.timeout_ms / 1000.0)
 
@@ -275,12 +276,47 @@ class SessionHistory:
         except redis.exceptions.RedisError as exc:
             return self._failed(exc, len(events))
 
+    def warm_in_background(self, attempts: int = 10, pause_s: float = 0.5) -> threading.Thread | None:
+        """Connect and load the script off the serving thread; the thread, or None without Redis.
+
+        A cold stub's first event pays three round trips (connect, SCRIPT LOAD, EVALSHA), each under
+        the serving timeout: on a busy node one of them overruns, the event is answered degraded and
+        its click is not stored, and Redis is then skipped for `retry_after_s`. Warmed, the first event
+        is one round trip like every other. Start never waits for this (an absent Redis leaves the
+        pool cold, and the request path behaves exactly as before); failed attempts are not request
+        failures, so they never open the `retry_after_s` window.
+        """
+        if self._connections is None:
+            return None
+
+        def warm() -> None:
+            import redis
+
+            for attempt in range(1, attempts + 1):
+                try:
+                    self._load_script()
+                    log.info("session history: Redis connected, script loaded (attempt %d)", attempt)
+                    return
+                except redis.exceptions.RedisError as exc:
+                    last = exc
+                    time.sleep(pause_s)
+            log.warning("session history: Redis not reached in %d warm-up attempts (%s); the first events "
+                        "connect themselves", attempts, last)
+
+        thread = threading.Thread(target=warm, name="session-history-warm", daemon=True)
+        thread.start()
+        return thread
+
+    def _load_script(self) -> str:
+        reply = self._connections.run([("SCRIPT", "LOAD", SCRIPT)])[0]  # leaves its connection idle, warm
+        if isinstance(reply, Exception):
+            raise reply
+        self._sha = reply.decode() if isinstance(reply, bytes) else str(reply)
+        return self._sha
+
     def _pipeline(self, events: list[ClickEvent]) -> list:
         if self._sha is None:
-            reply = self._connections.run([("SCRIPT", "LOAD", SCRIPT)])[0]
-            if isinstance(reply, Exception):
-                raise reply
-            self._sha = reply.decode() if isinstance(reply, bytes) else str(reply)
+            self._load_script()
         ttl_ms, canary_ttl_ms = str(int(self.config.ttl_s * 1000)), str(int(self.config.canary_ttl_s * 1000))
         max_len = str(self.config.max_len)
 

@@ -10,7 +10,8 @@ Everything else stays redis-py's: URL parsing, TLS
 
 A connection whose round trip failed in any way (timeout, reset, a half-read reply) is closed and
 dropped, never handed out again: the next round trip starts on a fresh socket. Nothing connects
-before the first round trip, so a server starts whether or not Redis is there.
+before the first round trip (the history step's warm-up thread makes one), so a server starts
+whether or not Redis is there.
 """
 
 from __future__ import annotations

@@ -113,7 +113,8 @@ def test_ttl_expiry_starts_a_new_session(local_redis):
 
 def test_concurrent_clicks_on_one_session_lose_none(local_redis):
     redis.Redis.from_url(local_redis.url).flushdb()
-    history = SessionHistory(HistoryConfig(url=local_redis.url, max_len=1000, pool_size=8))
+    # A correctness test: a generous timeout, so a busy machine's slow reply is not a degraded answer.
+    history = SessionHistory(HistoryConfig(url=local_redis.url, max_len=1000, pool_size=8, timeout_ms=2000))
     threads, per_thread = 8, 40
     errors = []
 
@@ -156,6 +157,48 @@ def test_one_round_trip_per_batch(history, local_redis, monkeypatch):
     after = stats.info("commandstats")["cmdstat_evalsha"]["calls"]
     assert [a.items.tolist() for a in answers] == [[i] for i in range(20)]
     assert after - before == 20 and sends == 1  # 20 script calls, one pipelined write, then the 20 replies
+
+
+def test_a_warmed_stub_answers_its_first_event_in_one_round_trip(local_redis, monkeypatch):
+    """Cold, the first event pays connect + SCRIPT LOAD + EVALSHA under the serving timeout; the stub
+    warms in the background at load so a busy node's first click is not answered degraded."""
+    redis.Redis.from_url(local_redis.url).flushdb()
+    history = SessionHistory(HistoryConfig(url=local_redis.url, max_len=10))
+    history.warm_in_background().join(timeout=10)
+    connects, sent = [], []
+    original_connect, original_send = redis.connection.AbstractConnection.connect, redis.connection.Connection.send_packed_command
+
+    def connect(self, *args, **kwargs):
+        connects.append(self)
+        return original_connect(self, *args, **kwargs)
+
+    def send(self, command, check_health=True):
+        sent.append(command)
+        return original_send(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "connect", connect)
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", send)
+    answer = click(history, b"first", 1, 5)
+    assert answer.state == STORED and answer.items.tolist() == [5]
+    assert connects == [] and len(sent) == 1  # the warm socket, the loaded script: one write
+
+
+def test_warming_without_redis_never_blocks_or_opens_the_retry_window():
+    from sessionrec.serving.launcher import free_ports
+
+    server = LocalRedis(port=free_ports(1)[0])  # not started yet: its port refuses connections
+    history = SessionHistory(HistoryConfig(url=server.url, retry_after_s=60))
+    began = time.monotonic()
+    thread = history.warm_in_background(attempts=3, pause_s=0.05)
+    assert time.monotonic() - began < 0.05  # start goes on at once
+    thread.join(timeout=5)
+    assert not thread.is_alive() and history.failures == 0
+    server.start()
+    try:  # a failed warm-up is not a failed request: the first click goes to Redis at once
+        assert click(history, b"s", 1, 1).state == STORED
+    finally:
+        server.close()
+    assert SessionHistory(HistoryConfig(url=None)).warm_in_background() is None
 
 
 BUSY_200_MS = """local function now() local t = redis.call('TIME') return t[1] * 1000000 + t[2] end
