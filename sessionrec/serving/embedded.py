@@ -222,6 +222,7 @@ class EmbeddedServer:
         # error, requests that timed out) is tried again at the next round.
         self.refused: dict[int, str] = {}
         self._overridden: set[str] = set()  # steps loaded with a version_policy override (_load_step)
+        self._generation: dict[str, int] = {}  # step -> fresh reloads so far (heal; _load_step)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -400,7 +401,7 @@ class EmbeddedServer:
             log.info("now serving version %s", target)
             return True
 
-    def _load_step(self, model: str, wanted: set[int], target: int) -> None:
+    def _load_step(self, model: str, wanted: set[int], target: int, fresh: bool = False) -> None:
         """Load `model` so that every version in `wanted` is loaded (the one the ensembles pin now and target).
 
         The step's config.pbtxt says `latest <versions_kept>`, which is right when the pinned version
@@ -410,9 +411,17 @@ class EmbeddedServer:
         would fail until they moved (and a failed switch could not go back). Then the load comes
         with the same config and `version_policy specific {wanted}`; Triton keeps a load's override
         until config.pbtxt changes, so from then on this model's loads always carry one.
+
+        `fresh` (heal): new instances for every version in `wanted`, swapped in when they are ready.
+        Triton skips a load whose config is unchanged (and a touched config.pbtxt), so the override
+        carries a generation number (`sessionrec_generation`, a parameter no step reads) that each
+        fresh load raises; a changed config makes Triton load new instances beside the serving ones
+        and retire the old only then, so nothing is unavailable meanwhile. Later loads carry the same
+        number: their config then differs only in versions, and the versions both keep are not reloaded.
         """
         kept = self._serving_config(target).versions_kept
-        if model not in self._overridden and wanted <= set(version_folders(self.repository, model)[-kept:]):
+        if (not fresh and model not in self._overridden
+                and wanted <= set(version_folders(self.repository, model)[-kept:])):
             self.server.load_model(model)
             return
         from google.protobuf import json_format
@@ -420,9 +429,14 @@ class EmbeddedServer:
         config = parse((self.repository / model / "config.pbtxt").read_text())
         config.version_policy.ClearField("latest")
         config.version_policy.specific.versions.extend(sorted(wanted))
+        if fresh:
+            self._generation[model] = self._generation.get(model, 0) + 1
+        if model in self._generation:
+            config.parameters["sessionrec_generation"].string_value = str(self._generation[model])
         self.server.load_model(model, config_json=json_format.MessageToJson(config, preserving_proto_field_name=True))
         self._overridden.add(model)
-        self.events.append(f"{model} loaded with versions {sorted(wanted)} (not the newest {kept} on disk)")
+        if not fresh:
+            self.events.append(f"{model} loaded with versions {sorted(wanted)} (not the newest {kept} on disk)")
 
     def _history_problem(self, version: int) -> str | None:
         """Why recommend_session cannot serve `version` with this server's history length (None: it can).
@@ -515,7 +529,8 @@ class EmbeddedServer:
         First a process check (no request): a step with more than one instance (`fused_instances` 2) whose
         one stub died keeps answering through the other, so a canary could pass; its live stubs are
         counted against the instances Triton reports loaded (sessionrec.serving.stubs).
-        Unload + load starts a new stub (~0.3 s); the ensemble stays loaded meanwhile. The probe goes
+        The step is reloaded in place (_reload_step): new stubs load beside the old, which keep their
+        place until the new are ready, so the step is never unavailable. The probe goes
         through `recommend`, then through `recommend_session` where that ensemble has a step of its
         own (session_history, on the three-step layouts; on the fused CPU layout both ensembles run
         the one session_recommender stub the first probe reached): a look-up event under a reserved
@@ -560,20 +575,21 @@ class EmbeddedServer:
             return self._reload_step(client, model, "its python backend stub had died")
 
     def _reload_step(self, client, model: str, why: str) -> str:
-        """Unload + load a step: every instance of it gets a new stub (~0.3 s; the ensemble stays loaded).
+        """Reload a step in place: every instance of its loaded versions gets a new stub, and the old
+        ones serve until the new are ready (a `fresh` _load_step). An unload + load instead left the
+        step unavailable for the load (~0.3-1.5 s of NOT_FOUND on every request); now only the requests
+        the dead stub had already taken fail.
 
-        With two instances and one stub dead, tritonserver 2.51 under traffic never finishes unloading
+        With two instances and one stub dead, tritonserver 2.51 under traffic never finishes retiring
         the old instances: the surviving stub stayed alive beside the new ones until the server stopped
         (a whole version's memory; tests/reliability/test_two_instances.py). Once the new instances
         are loaded, a stub of the step that was there before the reload is such a leftover: it is
         killed, which lets Triton finish the unload."""
-        from sessionrec.serving.stubs import stub_pids
+        from sessionrec.serving.stubs import loaded_versions, stub_pids
 
         pid = self.server.pid
         before = stub_pids(pid, model) if pid is not None else set()
-        client.unload_model(model)  # drops a version_policy override too (_load_step)
-        self._overridden.discard(model)
-        self._load_step(model, {self.version}, self.version)
+        self._load_step(model, loaded_versions(client, model) | {self.version}, self.version, fresh=True)
         for stub in (stub_pids(pid, model) & before) if pid is not None else ():
             try:
                 os.kill(stub, signal.SIGKILL)

@@ -106,6 +106,7 @@ def test_killed_stub_is_not_restarted_by_triton_but_by_the_watcher(fresh_reposit
                 figures = outage(load, killed_at)
                 FIGURES[f"killed_stub_{model}_with_watcher"] = figures
                 assert figures.get("recovered"), figures
+                assert set(figures["codes"]) <= {"INTERNAL"}, figures  # reloaded in place: no NOT_FOUND window
                 # a failing request takes ~2 s to fail (the canary too), plus up to one watch period
                 assert figures["outage_s"] < 2.5 + 2 * server.watch_seconds, figures
         assert load.stats(load.now() - 0.9).failed == 0

@@ -200,6 +200,8 @@ def test_heal_finds_one_dead_instance_of_two(repo, tmp_path):
             tail = load.stats(load.now() - 0.9)
         FIGURES["one_of_two_killed_with_watcher"] = watched
         assert tail.failed == 0 and watched.get("wrong", 0) == 0
+        # reloaded in place: only the requests the dead stub had taken fail, never a NOT_FOUND window
+        assert set(watched["codes"]) <= {"INTERNAL"}, watched
         if watched["failed"]:  # heal's window (docs/RELIABILITY.md): a failing request takes ~2.5 s to fail,
             assert watched["recovered"], watched  # plus up to one watch period and the confirmation
             assert watched["outage_s"] < 2.5 + 2 * server.watch_seconds, watched
