@@ -8,6 +8,7 @@
 - Three versions on disk: switching 1 -> 2 -> 3, and 1 -> 3 past a version that was never served,
   with requests in flight on `recommend` and `recommend_session`, fails none (the version the
   ensembles still pin is never unloaded under them).
+- A step healed in place (a dead stub) switches later without reloading the version it serves.
 
     /work/wt/testlock timeout 900 .venv/bin/python -m pytest tests/reliability/test_version_window.py -q
 """
@@ -244,3 +245,43 @@ def test_a_switch_past_a_version_never_served_keeps_the_pinned_one_loaded(
         assert traffic.failures == [], traffic.failures[:5]
         assert pinned(own, "recommend") == pinned(own, "recommend_session") == {4}
         assert replay_canaries(own, read_manifest(repo / "recommend" / "4")).ok
+
+
+@pytest.mark.server
+def test_a_healed_step_switches_later_without_reloading_the_serving_version(
+        trained_checkpoint, sample_path, redis_server, tmp_path):
+    """heal() reloads a step in place with a config override carrying a raised generation
+    (EmbeddedServer._load_step). The next switch's load carries the same generation, so its config
+    differs only in versions: version 1's stubs (the healed ones) keep serving through it."""
+    from sessionrec.reliability.faults import kill_stub
+    from sessionrec.serving.artifacts import read_manifest
+
+    repo = tmp_path / "repository"
+    options = ExportOptions(data=str(sample_path), **FAST)
+    export_version(trained_checkpoint, repo, options, progress=False)
+    known = np.load(repo / "preprocess" / "1" / "item_ids.npy")[1:40]
+    env = {"SESSIONREC_REDIS_URL": redis_server.url, "SESSIONREC_REDIS_TIMEOUT_MS": "50"}
+    with EmbeddedServer(repo, watch_seconds=0, log_file=tmp_path / "triton.log", environment=env) as server:
+        own = grpcclient.InferenceServerClient(server.grpc_url)
+        instances = read_manifest(repo / "recommend" / "1")["fused_instances"]["count"]
+        before = fused_stubs(server)
+        kill_stub(server.server.pid, FUSED)
+        assert server.heal() == FUSED, server.events
+        deadline = time.monotonic() + 15  # the old surviving stub is killed once the new ones are in
+        while len(fused_stubs(server)) != instances and time.monotonic() < deadline:
+            time.sleep(0.1)
+        healed = fused_stubs(server)
+        assert len(healed) == instances and not healed & before, (before, healed)
+        assert replay_canaries(own, read_manifest(repo / "recommend" / "1")).ok
+
+        export_version(trained_checkpoint, repo, options, progress=False)
+        with Traffic(server.grpc_url, known) as traffic:
+            time.sleep(0.5)
+            assert server.sync() and server.version == 2, server.events
+            after = fused_stubs(server)
+            time.sleep(0.5)
+        assert traffic.failures == [], traffic.failures[:5]
+        assert healed <= after and len(after - healed) == instances, (healed, after)  # version 1 not reloaded
+        assert pinned(own, "recommend") == pinned(own, "recommend_session") == {2}
+        assert replay_canaries(own, read_manifest(repo / "recommend" / "2")).ok
+        assert server.heal() is None
