@@ -49,6 +49,10 @@ def add_parser(sub) -> None:
     parser.add_argument("--config", metavar="JSON", help="start from a tuned config (`sessionrec tune`'s best_config.json: "
                         "its model and train sections); flags given here override it")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--members", type=int, choices=(1, 2), default=1,
+                        help="2: train two members of this recipe side by side (seeds SEED and SEED+1, half the "
+                             "threads each, OUT/member-1 and OUT/member-2) and fold them into one checkpoint, "
+                             "OUT/best.pt, its mixing factor chosen on validation (sessionrec.members)")
     parser.add_argument("--model", choices=sorted(FAMILIES), default=DEFAULT_FAMILY,
                         help="model family: " + "; ".join(f"{f.name} = {f.summary}" for f in FAMILIES.values()))
     # One flag per field of any family's config; a field two families share (dim, max_len, ...) is one flag,
@@ -75,14 +79,19 @@ def _model_config(args, base: dict | None = None):
 
 def run(args) -> int:
     tuned = json.loads(open(args.config).read()) if args.config else {}
-    result = train(
-        args.data,
-        args.out,
-        model_config=_model_config(args, base=tuned.get("model")),
-        config=_config_from(TrainConfig, args, base=tuned.get("train")),
-        resume=args.resume,
-        progress=not args.quiet,
-    )
+    model_config = _model_config(args, base=tuned.get("model"))
+    config = _config_from(TrainConfig, args, base=tuned.get("train"))
+    if args.members > 1:
+        from sessionrec.members import train_members
+
+        folded = train_members(args.data, args.out, model_config, config, members=args.members,
+                               resume=args.resume, progress=not args.quiet)
+        print(json.dumps({"best": str(folded.best_path), "members": [str(p) for p in folded.member_paths],
+                          "alpha": folded.alpha, "valid": folded.valid_metrics, "seconds": round(folded.seconds, 1)},
+                         indent=2))
+        return 0
+    result = train(args.data, args.out, model_config=model_config, config=config, resume=args.resume,
+                   progress=not args.quiet)
     print(json.dumps({"best": str(result.best_path), "best_epoch": result.best_epoch,
                       "valid": result.valid_metrics, "seconds": round(result.seconds, 1)}, indent=2))
     return 0
