@@ -170,6 +170,20 @@ def pinned(client, ensemble: str) -> set[int]:
     return {int(step["model_version"]) for step in config["ensemble_scheduling"]["step"]}
 
 
+def first_version(checkpoint, sample_path, tmp_path):
+    """Version 1 of `checkpoint` exported into a new repository: (repository, export options, known ids)."""
+    repo = tmp_path / "repository"
+    options = ExportOptions(data=str(sample_path), **FAST)
+    export_version(checkpoint, repo, options, progress=False)
+    return repo, options, np.load(repo / "preprocess" / "1" / "item_ids.npy")[1:40]
+
+
+def served(repo, redis_server, tmp_path) -> EmbeddedServer:
+    """The repository served with session history (no watcher: the tests call sync and heal)."""
+    env = {"SESSIONREC_REDIS_URL": redis_server.url, "SESSIONREC_REDIS_TIMEOUT_MS": "50"}
+    return EmbeddedServer(repo, watch_seconds=0, log_file=tmp_path / "triton.log", environment=env)
+
+
 def fused_stubs(server) -> set[int]:
     return set(python_stubs(server.server.pid).get(FUSED, []))
 
@@ -179,12 +193,8 @@ def test_a_new_max_len_leaves_the_serving_version_loaded_and_three_versions_swit
         trained_checkpoint, short_window_checkpoint, sample_path, redis_server, tmp_path):
     from sessionrec.serving.artifacts import read_manifest
 
-    repo = tmp_path / "repository"
-    options = ExportOptions(data=str(sample_path), **FAST)
-    export_version(trained_checkpoint, repo, options, progress=False)  # v1 reads 16 clicks
-    known = np.load(repo / "preprocess" / "1" / "item_ids.npy")[1:40]
-    env = {"SESSIONREC_REDIS_URL": redis_server.url, "SESSIONREC_REDIS_TIMEOUT_MS": "50"}
-    with EmbeddedServer(repo, watch_seconds=0, log_file=tmp_path / "triton.log", environment=env) as server:
+    repo, options, known = first_version(trained_checkpoint, sample_path, tmp_path)  # v1 reads 16 clicks
+    with served(repo, redis_server, tmp_path) as server:
         own = grpcclient.InferenceServerClient(server.grpc_url)
         with Traffic(server.grpc_url, known) as traffic:
             time.sleep(1.0)
@@ -220,12 +230,8 @@ def test_a_switch_past_a_version_never_served_keeps_the_pinned_one_loaded(
     refused): the steps' `latest 2` would load {2, 3} and unload 1 while both ensembles still pin it."""
     from sessionrec.serving.artifacts import read_manifest
 
-    repo = tmp_path / "repository"
-    options = ExportOptions(data=str(sample_path), **FAST)
-    export_version(trained_checkpoint, repo, options, progress=False)
-    known = np.load(repo / "preprocess" / "1" / "item_ids.npy")[1:40]
-    env = {"SESSIONREC_REDIS_URL": redis_server.url, "SESSIONREC_REDIS_TIMEOUT_MS": "50"}
-    with EmbeddedServer(repo, watch_seconds=0, log_file=tmp_path / "triton.log", environment=env) as server:
+    repo, options, known = first_version(trained_checkpoint, sample_path, tmp_path)
+    with served(repo, redis_server, tmp_path) as server:
         own = grpcclient.InferenceServerClient(server.grpc_url)
         export_version(short_window_checkpoint, repo, options, progress=False)
         export_version(trained_checkpoint, repo, options, progress=False)
@@ -256,12 +262,8 @@ def test_a_healed_step_switches_later_without_reloading_the_serving_version(
     from sessionrec.reliability.faults import kill_stub
     from sessionrec.serving.artifacts import read_manifest
 
-    repo = tmp_path / "repository"
-    options = ExportOptions(data=str(sample_path), **FAST)
-    export_version(trained_checkpoint, repo, options, progress=False)
-    known = np.load(repo / "preprocess" / "1" / "item_ids.npy")[1:40]
-    env = {"SESSIONREC_REDIS_URL": redis_server.url, "SESSIONREC_REDIS_TIMEOUT_MS": "50"}
-    with EmbeddedServer(repo, watch_seconds=0, log_file=tmp_path / "triton.log", environment=env) as server:
+    repo, options, known = first_version(trained_checkpoint, sample_path, tmp_path)
+    with served(repo, redis_server, tmp_path) as server:
         own = grpcclient.InferenceServerClient(server.grpc_url)
         instances = read_manifest(repo / "recommend" / "1")["fused_instances"]["count"]
         before = fused_stubs(server)
