@@ -292,6 +292,7 @@ class SessionHistory:
         def warm() -> None:
             import redis
 
+            last: Exception | None = None
             for attempt in range(1, attempts + 1):
                 try:
                     self._load_script()

@@ -46,9 +46,10 @@ def live_stubs(server_pid: int) -> Counter:
     return Counter((model, version) for _, model, version in stubs_of(server_pid))
 
 
-def loaded_versions(client, model: str) -> set[int]:
-    """The READY versions of `model` (a tritonclient.grpc client)."""
-    index = client.get_model_repository_index(as_json=True).get("models", [])
+def loaded_versions(client, model: str, index: list | None = None) -> set[int]:
+    """The READY versions of `model` (a tritonclient.grpc client; `index`: its repository index, if read already)."""
+    if index is None:
+        index = client.get_model_repository_index(as_json=True).get("models", [])
     return {int(entry["version"]) for entry in index
             if entry.get("name") == model and entry.get("state") == "READY" and entry.get("version")}
 
@@ -56,9 +57,10 @@ def loaded_versions(client, model: str) -> set[int]:
 def expected_stubs(client, models) -> Counter:
     """(model, version) -> instances Triton has loaded, for every READY version of `models` (python
     backend models: one stub per instance). `client` is a tritonclient.grpc client."""
+    index = client.get_model_repository_index(as_json=True).get("models", [])  # one call for every model
     expected: Counter = Counter()
     for model in models:
-        ready = loaded_versions(client, model)
+        ready = loaded_versions(client, model, index)
         if not ready:
             continue
         groups = client.get_model_config(model, as_json=True)["config"].get("instance_group", [])
