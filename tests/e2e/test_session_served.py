@@ -117,6 +117,15 @@ def test_concurrent_clicks_through_the_server_lose_none(client, session_server, 
     assert state == "not_stored" and length == threads * per_thread
 
 
+def out_of_back_off() -> None:
+    """After a Redis fault, wait until every stub's back-off has ended. One `stored` answer shows only
+    that the stub which gave it is back: with two fused instances the other may still skip Redis for
+    `retry_after_s` after its last failure, and the next test's first click would come back degraded."""
+    from sessionrec.serving.history import HistoryConfig
+
+    time.sleep(HistoryConfig().retry_after_s + 0.5)
+
+
 def test_redis_killed_under_load_answers_degraded_then_recovers(client, session_server, redis_server, known):
     outcomes, stop = [], threading.Event()
 
@@ -147,6 +156,7 @@ def test_redis_killed_under_load_answers_degraded_then_recovers(client, session_
         stop.set()
         for w in workers:
             w.join()
+        out_of_back_off()
     states = [s for _, s in outcomes]
     failed = [s for s in states if s.startswith("failed")]
     assert not failed, failed[:3]
@@ -174,6 +184,7 @@ def test_hung_redis_costs_each_request_at_most_the_timeout(client, redis_server,
                 assert state == "degraded" and time.monotonic() < deadline
                 seq += 1
                 time.sleep(0.1)
+            out_of_back_off()
         return waits
 
     # The first request waits one 50 ms timeout; the next ones skip Redis for retry_after_s (1 s).
