@@ -1,4 +1,4 @@
-"""Two members of one recipe trained side by side, folded into one checkpoint (`sessionrec train --members 2`).
+"""Two members trained side by side, folded into one checkpoint (`sessionrec train --members 2`).
 
 The concatenation ensemble (sessionrec.ensemble) was the lever that paid most in the validation
 ablation (docs/BENCHMARKS.md section 1). This runs it as one command: member m trains with seed
@@ -7,6 +7,11 @@ epoch each in about the time one 2-thread training takes for two), then the mixi
 on the same validation split, and OUT/best.pt is the folded `concat` checkpoint, exported
 like any other. The members keep their own folders (OUT/member-1, OUT/member-2: best.pt, history.json,
 train.log), so a crash resumes with `--resume` and either member can be served alone.
+
+Member 2 may differ from member 1 in its recipe, not only its seed (`--second-member
+position=forward`): the ensemble gains more the more its members disagree (two seeds of one recipe
++0.40 HR@20 on validation at full data, two different recipes +1.09 to +2.37 at a reduced budget;
+docs/BENCHMARKS.md section 1).
 
 The `max_minutes` budget is each member's, and they run at the same time: the wall-clock budget of
 the whole is the same number.
@@ -19,7 +24,7 @@ import multiprocessing
 import os
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from sessionrec.errors import SessionrecError
@@ -56,8 +61,62 @@ def member_configs(config, members: int) -> list:
     return [replace(config, seed=config.seed + m, threads=max(1, threads // members)) for m in range(members)]
 
 
+def parse_overrides(text: str, model_config, config) -> dict:
+    """`KEY=VALUE,KEY=VALUE` (config field names, - or _) -> {"model": {...}, "train": {...}}, typed.
+
+    Each key is a field of the model config or of TrainConfig; its value is converted to the field's
+    type. An unknown key or a value of the wrong type is a SessionrecError naming it.
+    """
+    targets = {"model": model_config, "train": config}
+    out: dict = {"model": {}, "train": {}}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if "=" not in part:
+            raise SessionrecError(f"--second-member {text!r}: {part!r} is not KEY=VALUE")
+        key, value = (x.strip() for x in part.split("=", 1))
+        name = key.replace("-", "_")
+        for section, target in targets.items():
+            kinds = {f.name: type(getattr(target, f.name)) for f in fields(target)}
+            if name in kinds and name != "n_items":
+                out[section][name] = _typed(value, kinds[name], key)
+                break
+        else:
+            raise SessionrecError(f"--second-member: {key!r} is not a field of {type(model_config).__name__} or TrainConfig")
+    return out
+
+
+def _typed(value: str, kind: type, key: str):
+    if kind is bool:
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise SessionrecError(f"--second-member {key}={value!r}: expected true or false")
+        return value.lower() in ("true", "1")
+    if kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            raise SessionrecError(f"--second-member {key}={value!r}: expected a {kind.__name__}") from None
+    return value
+
+
+def member_recipes(model_config, config, members: int, second: dict | None = None) -> list[tuple]:
+    """(model config, TrainConfig) of each member: member_configs, with `second`'s overrides on member 2."""
+    recipes = [(model_config, c) for c in member_configs(config, members)]
+    if second and members >= 2:
+        model, train = recipes[1]
+        model = replace(model, **second.get("model", {}))
+        try:  # checked here, not after a member's process has started (n_items comes from the data there)
+            if hasattr(model, "validate"):
+                replace(model, n_items=max(1, getattr(model, "n_items", 1))).validate()
+        except ValueError as exc:
+            raise SessionrecError(f"--second-member: {exc}") from None
+        recipes[1] = (model, replace(train, **second.get("train", {})))
+    return recipes
+
+
 def train_members(data: str | Path, out: str | Path, model_config, config, members: int = 2,
-                  resume: bool = False, progress: bool = True, poll_s: float = 5.0) -> MembersResult:
+                  resume: bool = False, progress: bool = True, poll_s: float = 5.0,
+                  second: dict | None = None) -> MembersResult:
     from sessionrec.checkpoint import save_checkpoint
     from sessionrec.ensemble import build_ensemble
 
@@ -68,9 +127,9 @@ def train_members(data: str | Path, out: str | Path, model_config, config, membe
     folders = [out / f"member-{m + 1}" for m in range(members)]
     context = multiprocessing.get_context("spawn")  # no forked torch thread pools
     processes = []
-    for folder, member_config in zip(folders, member_configs(config, members)):
+    for folder, (member_model, member_config) in zip(folders, member_recipes(model_config, config, members, second)):
         process = context.Process(target=_member, name=folder.name,
-                                  args=(str(data), str(folder), model_config, member_config, resume))
+                                  args=(str(data), str(folder), member_model, member_config, resume))
         process.start()
         processes.append(process)
         if progress:

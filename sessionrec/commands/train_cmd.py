@@ -53,6 +53,10 @@ def add_parser(sub) -> None:
                         help="2: train two members of this recipe side by side (seeds SEED and SEED+1, half the "
                              "threads each, OUT/member-1 and OUT/member-2) and fold them into one checkpoint, "
                              "OUT/best.pt, its mixing factor chosen on validation (sessionrec.members)")
+    parser.add_argument("--second-member", metavar="KEY=VALUE,...", default="",
+                        help="with --members 2: member 2's recipe differs from member 1's in these model or "
+                             "training fields, e.g. position=forward or node_update=mean (members that differ "
+                             "more gain more when folded)")
     parser.add_argument("--model", choices=sorted(FAMILIES), default=DEFAULT_FAMILY,
                         help="model family: " + "; ".join(f"{f.name} = {f.summary}" for f in FAMILIES.values()))
     # One flag per field of any family's config; a field two families share (dim, max_len, ...) is one flag,
@@ -81,11 +85,14 @@ def run(args) -> int:
     tuned = json.loads(open(args.config).read()) if args.config else {}
     model_config = _model_config(args, base=tuned.get("model"))
     config = _config_from(TrainConfig, args, base=tuned.get("train"))
+    if args.second_member and args.members < 2:
+        raise SessionrecError("--second-member needs --members 2")
     if args.members > 1:
-        from sessionrec.members import train_members
+        from sessionrec.members import parse_overrides, train_members
 
+        second = parse_overrides(args.second_member, model_config, config)
         folded = train_members(args.data, args.out, model_config, config, members=args.members,
-                               resume=args.resume, progress=not args.quiet)
+                               resume=args.resume, progress=not args.quiet, second=second)
         print(json.dumps({"best": str(folded.best_path), "members": [str(p) for p in folded.member_paths],
                           "alpha": folded.alpha, "valid": folded.valid_metrics, "seconds": round(folded.seconds, 1)},
                          indent=2))
