@@ -53,6 +53,7 @@ ENVIRONMENT = {
     "SESSIONREC_HISTORY_MAX_LEN": "max_len",
     "SESSIONREC_REDIS_TIMEOUT_MS": "timeout_ms",
     "SESSIONREC_SESSION_HMAC_KEY": "hmac_key",
+    "SESSIONREC_HISTORY_SPECULATE": "speculate",
 }
 
 
@@ -69,6 +70,10 @@ class HistoryConfig:
     retry_after_s: float = 1.0  # after a failure, answer degraded without trying Redis for this long
     pool_size: int = 4  # connections per stub; one batch at a time uses one
     canary_ttl_s: float = 60.0  # canary sessions (CANARY_PREFIX ids) expire soon: each replay uses new ids
+    # Compute a known session's answer while its round trip travels, kept only if Redis returns the
+    # predicted history (sessionrec.serving.history_cache); needs CLIENT TRACKING (Redis >= 6).
+    speculate: bool = True
+    cache_size: int = 20000  # sessions whose last history a stub remembers for that (LRU; ~0.5 KB each)
     # HMAC key of session ids. Replicas must share it (the chart reads it from a Secret); the default
     # only keeps raw ids out of Redis on a single embedded server.
     hmac_key: str = field(default="sessionrec-embedded-default", repr=False)
@@ -83,6 +88,11 @@ class HistoryConfig:
             if value in (None, ""):
                 continue
             kind = type(getattr(cls(), attribute))
+            if kind is bool:
+                if value.lower() not in ("1", "0", "true", "false", "on", "off"):
+                    raise ValueError(f"{name}={value!r}: expected 1 or 0")
+                changes[attribute] = value.lower() in ("1", "true", "on")
+                continue
             try:
                 changes[attribute] = kind(value) if kind in (int, float) else value
             except ValueError:
@@ -92,7 +102,8 @@ class HistoryConfig:
         return config
 
     def check(self) -> None:
-        if self.ttl_s <= 0 or self.canary_ttl_s <= 0 or self.max_len < 1 or self.timeout_ms <= 0 or self.pool_size < 1:
+        if (self.ttl_s <= 0 or self.canary_ttl_s <= 0 or self.max_len < 1 or self.timeout_ms <= 0 or self.pool_size < 1
+                or self.cache_size < 0):
             raise ValueError(f"history settings out of range: ttl_s={self.ttl_s}, max_len={self.max_len}, "
                              f"timeout_ms={self.timeout_ms}, pool_size={self.pool_size}")
 
@@ -155,6 +166,7 @@ class HistoryAnswer:
     items: np.ndarray  # (n,) raw ids the recommender gets, oldest first
     state: str  # one of STATES
     stored_length: int  # clicks in the stored history up to this event (0 when Redis was not read)
+    stored: np.ndarray | None = None  # that stored history (None when Redis was not read)
 
 
 def check_event(event: ClickEvent) -> ClickEvent:
@@ -196,6 +208,15 @@ class SessionHistory:
         self._lock = threading.Lock()
         self._closed_until = 0.0  # monotonic time before which Redis is not tried (after a failure)
         self.failures = 0  # batches answered degraded because Redis failed (for logs and tests)
+        self._cache = self._listener = None
+        if self._connections is not None and config.speculate and config.cache_size > 0:
+            from sessionrec.serving.history_cache import HistoryCache, Invalidations
+
+            self._cache = HistoryCache(config.cache_size, config.max_len, config.ttl_s)
+            self._listener = Invalidations(self._connections)
+        self._listener_retry_at = 0.0  # monotonic time of the next reconnect of a failed listener
+        self._listener_connecting = False
+        self._refusals = 0  # CLIENT TRACKING refusals; at 3, predictions stop for good
 
     @staticmethod
     def _connect(config: HistoryConfig):
@@ -219,6 +240,11 @@ class SessionHistory:
 
     def record_many(self, events: list[ClickEvent | Exception]) -> list[HistoryAnswer | Exception]:
         """One answer (or the request's own error) per event, in order; an error given stays in place."""
+        return self.begin_many(events).finish()
+
+    def begin_many(self, events: list[ClickEvent | Exception]) -> "PendingHistory":
+        """Send the batch's round trip and return before its replies: `finish()` reads them and gives
+        record_many's answers. Whatever happens in between, call finish() (the clicks are stored then)."""
         out: list[HistoryAnswer | Exception | None] = [None] * len(events)
         good: list[tuple[int, ClickEvent]] = []
         for i, event in enumerate(events):
@@ -229,12 +255,50 @@ class SessionHistory:
                 good.append((i, check_event(event)))
             except RequestError as exc:
                 out[i] = exc
-        if not good:
-            return out  # type: ignore[return-value]
-        replies = self._run([event for _, event in good])
-        for (i, event), reply in zip(good, replies):
-            out[i] = self._answer(event, reply)
-        return out  # type: ignore[return-value]
+        return PendingHistory(self, out, good, self._send([event for _, event in good]) if good else None)
+
+    def predict_many(self, events: list[ClickEvent | Exception]) -> list[np.ndarray | Exception] | None:
+        """Per event, the history its answer will most likely be computed from (sessionrec.serving.
+        history_cache), or its error; None when any event's cannot be predicted (then nothing is)."""
+        if self._cache is None or time.monotonic() < self._closed_until:
+            return None
+        if not self._listener.up:
+            self._cache.clear()
+            self._reconnect_listener()
+            return None
+        if self._connections.setup_errors:  # CLIENT TRACKING refused (old Redis, an ACL, a gone listener)
+            error, self._connections.setup_errors[:] = self._connections.setup_errors[0], []
+            self._refusals += 1
+            self._listener.close()
+            self._cache.clear()
+            if self._refusals >= 3:
+                log.warning("session history: CLIENT TRACKING refused %d times (%s); answers wait for Redis",
+                            self._refusals, error)
+                self._cache = None
+            return None
+        invalid = self._listener.drain()
+        if invalid is None:
+            self._cache.clear()
+        else:
+            self._cache.forget(invalid)
+        out: list[np.ndarray | Exception] = []
+        for event in events:
+            if isinstance(event, Exception):
+                out.append(event)
+                continue
+            try:
+                event = check_event(event)
+            except RequestError as exc:
+                out.append(exc)
+                continue
+            if event.items is not None:  # the caller's own session: known whatever Redis answers
+                out.append(event.items)
+                continue
+            guess = self._cache.predict(self.key(event.session_id), event.seq, event.new_items)
+            if guess is None:
+                return None
+            out.append(guess)
+        return out
 
     def record(self, event: ClickEvent) -> HistoryAnswer:
         answer = self.record_many([event])[0]
@@ -255,16 +319,32 @@ class SessionHistory:
             items = event.items if event.items is not None else (history if history.size else event.new_items)
         if items.size == 0:
             return RequestError("no clicks for this session: NEW_ITEMS is empty and the session has no stored history")
-        return HistoryAnswer(items=items, state=state, stored_length=stored)
+        return HistoryAnswer(items=items, state=state, stored_length=stored,
+                             stored=None if reply is None else history)
 
-    def _run(self, events: list[ClickEvent]) -> list:
-        """Per event: the script's reply, or None when Redis is off, failing, or skipped after a failure."""
+    def _send(self, events: list[ClickEvent]):
+        """The batch's round trip, sent: a redis_conn.Pending, None (Redis off or skipped), or the error."""
         if self._connections is None or time.monotonic() < self._closed_until:
-            return [None] * len(events)
+            return None
         import redis
 
         try:
-            return self._pipeline(events)
+            if self._sha is None:
+                self._load_script()
+            return self._connections.send([self._command(event) for event in events])
+        except redis.exceptions.RedisError as exc:
+            return exc
+
+    def _receive(self, sent, events: list[ClickEvent]) -> list:
+        """Per event: the script's reply, or None when Redis is off, failing, or skipped after a failure."""
+        if sent is None:
+            return [None] * len(events)
+        import redis
+
+        if isinstance(sent, Exception):
+            return self._failed(sent, len(events))
+        try:
+            return self._checked(sent.replies())
         except redis.exceptions.NoScriptError:
             # Redis restarted (or SCRIPT FLUSH) since the script was loaded: load it once more. Not a
             # retry of a slow call: the NOSCRIPT reply came back within the timeout.
@@ -275,6 +355,41 @@ class SessionHistory:
                 return self._failed(exc, len(events))
         except redis.exceptions.RedisError as exc:
             return self._failed(exc, len(events))
+
+    def prediction_wrong(self, count: int) -> None:
+        """The step computed `count` answers again: Redis returned other histories than predicted."""
+        if self._cache is not None:
+            self._cache.wrong += count
+
+    @property
+    def predictions(self) -> dict:
+        """Predictions made (hits), not made (misses) and made but wrong, since start."""
+        cache = self._cache
+        return {"hits": cache.hits, "misses": cache.misses, "wrong": cache.wrong} if cache else {}
+
+    def _remember(self, event: ClickEvent, answer) -> None:
+        if self._cache is not None and isinstance(answer, HistoryAnswer) and answer.stored is not None \
+                and answer.state in (STORED, DUPLICATE):
+            self._cache.remember(self.key(event.session_id), event.seq, answer.stored)
+
+    def _reconnect_listener(self) -> None:
+        """Connect the invalidation listener off the serving thread, at most once per retry_after_s."""
+        now = time.monotonic()
+        if self._listener_connecting or now < self._listener_retry_at:
+            return
+        self._listener_connecting, self._listener_retry_at = True, now + self.config.retry_after_s
+
+        def connect() -> None:
+            import redis
+
+            try:
+                self._listener.connect()
+            except redis.exceptions.RedisError as exc:
+                log.info("session history: invalidation listener not connected (%s); answers wait for Redis", exc)
+            finally:
+                self._listener_connecting = False
+
+        threading.Thread(target=connect, name="session-history-listener", daemon=True).start()
 
     def warm_in_background(self, attempts: int = 10, pause_s: float = 0.5) -> threading.Thread | None:
         """Connect and load the script off the serving thread; the thread, or None without Redis.
@@ -295,6 +410,8 @@ class SessionHistory:
             last: Exception | None = None
             for attempt in range(1, attempts + 1):
                 try:
+                    if self._listener is not None and not self._listener.up:
+                        self._listener.connect()  # first: the warm connection below then tracks to it
                     self._load_script()
                     log.info("session history: Redis connected, script loaded (attempt %d)", attempt)
                     return
@@ -315,19 +432,19 @@ class SessionHistory:
         self._sha = reply.decode() if isinstance(reply, bytes) else str(reply)
         return self._sha
 
+    def _command(self, event: ClickEvent) -> tuple:
+        key = self.key(event.session_id)
+        ttl = self.config.canary_ttl_s if event.session_id.startswith(CANARY_PREFIX) else self.config.ttl_s
+        return ("EVALSHA", self._sha, 2, f"{key}:c", f"{key}:f", str(event.seq), str(int(ttl * 1000)),
+                str(self.config.max_len), *(str(int(i)) for i in event.new_items))
+
     def _pipeline(self, events: list[ClickEvent]) -> list:
         if self._sha is None:
             self._load_script()
-        ttl_ms, canary_ttl_ms = str(int(self.config.ttl_s * 1000)), str(int(self.config.canary_ttl_s * 1000))
-        max_len = str(self.config.max_len)
+        return self._checked(self._connections.run([self._command(event) for event in events]))  # one round trip
 
-        def command(event: ClickEvent) -> tuple:
-            key = self.key(event.session_id)
-            ttl = canary_ttl_ms if event.session_id.startswith(CANARY_PREFIX) else ttl_ms
-            return ("EVALSHA", self._sha, 2, f"{key}:c", f"{key}:f", str(event.seq), ttl, max_len,
-                    *(str(int(i)) for i in event.new_items))
-
-        replies = self._connections.run([command(event) for event in events])  # one round trip
+    @staticmethod
+    def _checked(replies: list) -> list:
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
@@ -344,3 +461,21 @@ class SessionHistory:
         except Exception:  # noqa: BLE001 - best effort
             pass
         return [None] * count
+
+
+class PendingHistory:
+    """A batch's history round trip in flight (SessionHistory.begin_many)."""
+
+    def __init__(self, history: SessionHistory, out: list, good: list, sent):
+        self._history, self._out, self._good, self._sent = history, out, good, sent
+
+    def finish(self) -> list[HistoryAnswer | Exception]:
+        """Read the replies: one answer (or the request's own error) per event, in order."""
+        history, out = self._history, self._out
+        if self._good:
+            events = [event for _, event in self._good]
+            for (i, event), reply in zip(self._good, history._receive(self._sent, events)):
+                out[i] = history._answer(event, reply)
+                history._remember(event, out[i])
+            self._good = []
+        return out  # type: ignore[return-value]

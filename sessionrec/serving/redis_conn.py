@@ -40,37 +40,73 @@ class Connections:
         self._errors = redis.exceptions
         self.timeout_s = timeout_s
         self._idle: list = []  # LIFO: the warmest socket first
+        self._setup: list[tuple] = []  # run first on every new connection (set_setup)
+        self.generation = 0  # bumped by set_setup; older connections are not reused
+        self.setup_errors: list[Exception] = []  # error replies to the setup commands (e.g. CLIENT TRACKING refused)
         self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
 
     def run(self, commands: list[tuple]) -> list:
         """The replies, in order; a reply that is a Redis error (NOSCRIPT, WRONGTYPE) is returned as
         its exception. Raises redis.exceptions.RedisError when the round trip itself fails."""
+        return self.send(commands).replies()
+
+    def send(self, commands: list[tuple]) -> "Pending":
+        """Send the commands in one write and return at once; `Pending.replies()` reads them.
+
+        The connection stays checked out in between, so the caller can compute while the replies
+        travel (the history step's speculative answer, sessionrec.serving.history_cache). Raises
+        redis.exceptions.RedisError when connecting or sending fails.
+        """
         if not self._slots.acquire(timeout=self.timeout_s):
             raise self._errors.ConnectionError(f"no free Redis connection within {self.timeout_s * 1000:g} ms")
         try:
             with self._lock:
                 connection = self._idle.pop() if self._idle else None
-            if connection is None:
+                setup, generation = self._setup, self.generation
+            if connection is not None and getattr(connection, "sessionrec_generation", generation) != generation:
+                connection.disconnect()  # made under an older setup (e.g. tracking to a gone connection)
+                connection = None
+            fresh = connection is None
+            if fresh:
                 connection = self._class(**self._kwargs)
+                connection.sessionrec_generation = generation
+            prefix = list(setup) if fresh else []
             try:
-                packed = (connection.pack_command(*commands[0]) if len(commands) == 1
-                          else connection.pack_commands(commands))
+                everything = prefix + list(commands)
+                packed = (connection.pack_command(*everything[0]) if len(everything) == 1
+                          else connection.pack_commands(everything))
                 connection.send_packed_command(packed, check_health=False)
-                replies = []
-                for _ in commands:
-                    try:
-                        replies.append(connection.read_response())
-                    except self._errors.ResponseError as exc:  # one command's error: keep reading the others
-                        replies.append(exc)
             except BaseException:
-                connection.disconnect()  # a half-used socket is never reused
+                connection.disconnect()
                 raise
-            with self._lock:
-                self._idle.append(connection)
-            return replies
-        finally:
+        except BaseException:
             self._slots.release()
+            raise
+        return Pending(self, connection, len(prefix), len(commands))
+
+    def dedicated(self):
+        """A connection outside the pool (same address, TLS, password, timeouts), speaking RESP2: the
+        invalidation listener's (sessionrec.serving.history_cache). Not connected yet."""
+        return self._class(**{**self._kwargs, "protocol": 2})
+
+    def set_setup(self, commands: list[tuple]) -> None:
+        """Commands every new connection runs first (in the same write as its first commands); the
+        connections made before are closed when next checked out."""
+        with self._lock:
+            self._setup, self.generation = list(commands), self.generation + 1
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.disconnect()
+
+    def _give_back(self, connection) -> None:
+        with self._lock:
+            self._idle.append(connection)
+        self._slots.release()
+
+    def _drop(self, connection) -> None:
+        connection.disconnect()  # a half-used socket is never reused
+        self._slots.release()
 
     def disconnect(self) -> None:
         """Close the idle connections (after a failure: the next round trip reconnects)."""
@@ -78,3 +114,40 @@ class Connections:
             idle, self._idle = self._idle, []
         for connection in idle:
             connection.disconnect()
+
+
+class Pending:
+    """Commands sent on a checked-out connection whose replies are not read yet."""
+
+    def __init__(self, pool: Connections, connection, setup: int, count: int):
+        self._pool, self._connection, self._setup, self._count = pool, connection, setup, count
+        self._done = False
+
+    def replies(self) -> list:
+        """As Connections.run; each reply waits at most the pool's timeout from when it is read."""
+        if self._done:
+            raise RuntimeError("the replies were read already")
+        self._done = True
+        errors = self._pool._errors
+        connection = self._connection
+        try:
+            replies = []
+            for i in range(self._setup + self._count):
+                try:
+                    replies.append(connection.read_response())
+                except errors.ResponseError as exc:  # one command's error: keep reading the others
+                    replies.append(exc)
+        except BaseException:
+            self._pool._drop(connection)
+            raise
+        self._pool._give_back(connection)
+        for reply in replies[:self._setup]:  # a setup command refused (e.g. CLIENT TRACKING by an ACL)
+            if isinstance(reply, Exception):
+                self._pool.setup_errors.append(reply)
+        return replies[self._setup:]
+
+    def abandon(self) -> None:
+        """Drop the connection without reading (its replies would arrive out of turn)."""
+        if not self._done:
+            self._done = True
+            self._pool._drop(self._connection)

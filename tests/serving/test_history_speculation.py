@@ -1,0 +1,156 @@
+"""Speculative history (sessionrec.serving.history_cache) against a real redis-server: a known
+session's answer is computed while its round trip travels and kept only when Redis returns exactly
+the predicted history; another stub's click invalidates the prediction through CLIENT TRACKING."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import redis
+
+from sessionrec.serving.history import STORED, ClickEvent, HistoryConfig, SessionHistory
+from sessionrec.serving.pipeline import BatchAnswer
+from sessionrec.serving.redis_local import LocalRedis
+from sessionrec.serving.stateful import StepRequest, recommend_with_history
+
+
+@pytest.fixture(scope="module")
+def local_redis():
+    with LocalRedis() as server:
+        yield server
+
+
+def stub(server: LocalRedis, **overrides) -> SessionHistory:
+    """One serving stub's history, warmed as the step's load does (listener connected, script loaded)."""
+    history = SessionHistory(HistoryConfig(url=server.url, max_len=10, **overrides))
+    history.warm_in_background().join(timeout=10)
+    return history
+
+
+@pytest.fixture
+def two_stubs(local_redis):
+    redis.Redis.from_url(local_redis.url).flushdb()
+    return stub(local_redis), stub(local_redis)
+
+
+def event(session: bytes, seq: int, *items: int) -> ClickEvent:
+    return ClickEvent(session, np.array(items, dtype=np.int64), seq)
+
+
+def predicted(history: SessionHistory, *events: ClickEvent):
+    out = history.predict_many(list(events))
+    return None if out is None else [p.tolist() for p in out]
+
+
+def until(condition, seconds: float = 2.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def test_the_next_click_of_a_known_session_is_predicted(two_stubs):
+    a, _ = two_stubs
+    assert predicted(a, event(b"s", 1, 5)) is None  # never seen: the round trip comes first
+    assert a.record(event(b"s", 1, 5)).items.tolist() == [5]
+    assert predicted(a, event(b"s", 2, 6, 7)) == [[5, 6, 7]]
+    assert predicted(a, event(b"s", 1, 9)) is None  # not newer than what the stub saw: no guess
+    assert predicted(a, event(b"s", 2)) is None  # a look-up only
+    full = ClickEvent(b"x", np.array([3]), 1, np.array([1, 2, 3]))
+    assert predicted(a, event(b"s", 2, 6), full) == [[5, 6], [1, 2, 3]]  # the caller's session is known
+    assert predicted(a, event(b"s", 2, 6), event(b"other", 4, 1)) is None  # one unknown: none predicted
+
+
+def test_another_stubs_click_invalidates_the_prediction(two_stubs):
+    a, b = two_stubs
+    a.record(event(b"s", 1, 5))
+    b.record(event(b"s", 2, 6))  # the session's next click lands on the other stub
+    assert until(lambda: predicted(a, event(b"s", 3, 7)) is None)  # Redis told stub a
+    assert a.record(event(b"s", 3, 7)).items.tolist() == [5, 6, 7]
+    assert predicted(a, event(b"s", 4, 8)) == [[5, 6, 7, 8]]
+
+
+def test_the_prediction_keeps_the_newest_max_len(two_stubs):
+    a, _ = two_stubs
+    for seq in range(1, 11):
+        a.record(event(b"long", seq, seq))
+    assert predicted(a, event(b"long", 11, 11)) == [list(range(2, 12))]
+    assert a.record(event(b"long", 11, 11)).items.tolist() == list(range(2, 12))
+
+
+def test_a_flushed_database_drops_every_prediction(two_stubs, local_redis):
+    a, _ = two_stubs
+    a.record(event(b"s", 1, 5))
+    redis.Redis.from_url(local_redis.url).flushdb()
+    assert until(lambda: predicted(a, event(b"s", 2, 6)) is None)
+
+
+class CountingPipeline:
+    """The pipeline's contract (one BatchAnswer per request), answering with the session's sum."""
+
+    clock = None
+
+    def __init__(self):
+        self.calls: list[list[list[int]]] = []
+
+    def recommend_many(self, requests):
+        self.calls.append([np.asarray(r.items).reshape(-1).tolist() for r in requests])
+        return [BatchAnswer(np.array([[int(np.sum(r.items))]]), np.zeros((1, 1), np.float32),
+                            np.zeros((1, 1), np.int32), np.zeros((1, 1), bool)) for r in requests]
+
+
+def step(history, *events_or_items):
+    requests = [StepRequest(None, np.array([[20]]), np.array([[False]]), e) if isinstance(e, ClickEvent)
+                else StepRequest(np.array([e]), np.array([[20]]), np.array([[False]])) for e in events_or_items]
+    return recommend_with_history(pipeline := CountingPipeline(), history, requests), pipeline.calls
+
+
+def test_a_right_prediction_is_computed_once_and_answers_as_the_plain_path(two_stubs):
+    a, _ = two_stubs
+    a.record(event(b"s", 1, 5))
+    outs, calls = step(a, event(b"s", 2, 6), [1, 2])  # an event beside a stateless request
+    assert calls == [[[5, 6], [1, 2]]]  # one pipeline call, the predicted history in it
+    assert outs[0].answer.item_ids.tolist() == [[11]] and outs[0].history_state.tolist() == [[STORED.encode()]]
+    assert outs[0].history_length.tolist() == [[2]] and outs[1].answer.item_ids.tolist() == [[3]]
+    assert a.predictions == {"hits": 1, "misses": 0, "wrong": 0}
+
+
+def test_a_wrong_prediction_is_computed_again_from_what_redis_returned(two_stubs, monkeypatch):
+    a, b = two_stubs
+    a.record(event(b"s", 1, 5))
+    monkeypatch.setattr(a._listener, "drain", lambda: set())  # the invalidation has not arrived yet
+    b.record(event(b"s", 2, 6))
+    outs, calls = step(a, event(b"s", 3, 7), [1, 2])
+    assert calls == [[[5, 7], [1, 2]], [[5, 6, 7]]]  # guessed, then only the wrong one again
+    assert outs[0].answer.item_ids.tolist() == [[18]] and outs[0].history_length.tolist() == [[3]]
+    assert outs[1].answer.item_ids.tolist() == [[3]]
+    assert a.predictions["wrong"] == 1
+
+
+def test_an_unknown_session_waits_for_redis_as_before(two_stubs):
+    a, _ = two_stubs
+    outs, calls = step(a, event(b"new", 1, 4))
+    assert calls == [[[4]]] and outs[0].history_state.tolist() == [[STORED.encode()]]
+
+
+def test_refused_tracking_stops_predictions_and_never_fails_a_click(two_stubs, local_redis):
+    a, _ = two_stubs
+    a.record(event(b"s", 1, 5))
+    a._connections.set_setup([("CLIENT", "TRACKING", "ON", "REDIRECT", "987654321")])  # no such client
+    assert a.record(event(b"s", 2, 6)).state == STORED  # the refusal costs no click
+    assert predicted(a, event(b"s", 3, 7)) is None and not a._listener.up
+    assert a.record(event(b"s", 3, 7)).items.tolist() == [5, 6, 7]
+
+
+def test_speculation_can_be_turned_off(local_redis, monkeypatch):
+    monkeypatch.setenv("SESSIONREC_HISTORY_SPECULATE", "0")
+    history = SessionHistory(HistoryConfig.from_environment(HistoryConfig(url=local_redis.url)))
+    history.record(event(b"off", 1, 5))
+    assert history.predict_many([event(b"off", 2, 6)]) is None and history.predictions == {}
+    monkeypatch.setenv("SESSIONREC_HISTORY_SPECULATE", "maybe")
+    with pytest.raises(ValueError, match="SESSIONREC_HISTORY_SPECULATE='maybe': expected 1 or 0"):
+        HistoryConfig.from_environment()
