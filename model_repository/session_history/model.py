@@ -20,8 +20,9 @@ from sessionrec.serving import triton_io as io
 
 class TritonPythonModel:
     def initialize(self, args):
+        # No speculation here: the encoder is the next step, so nothing would overlap the round trip.
         self.history = history_lib.for_model(lambda key, default: io.parameter(args, key, default),
-                                            history_lib.model_max_len(io.version_dir(args)))
+                                            history_lib.model_max_len(io.version_dir(args)), speculate=False)
         self.history.warm_in_background()  # the first event is one round trip; start never waits for it
         self.dtypes = io.output_dtypes(args, pb_utils)
         # History states and the events' clicks by popularity bucket (sessionrec.monitoring.signals);

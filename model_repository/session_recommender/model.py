@@ -69,6 +69,7 @@ class TritonPythonModel:
         outs = self.stateful.recommend_with_history(self.pipeline, self.history, batch)
         if self.monitor is not None:
             self.monitor.observe_step(batch, outs)
+            self.monitor.observe_predictions(self.history.predictions)
             self.monitor.maybe_flush()
         if self.pipeline.clock is not None:
             self.tracer.emit(self.tracer.contexts(traced), self.pipeline.clock.marks, len(requests))
@@ -85,6 +86,8 @@ class TritonPythonModel:
         return responses
 
     def finalize(self):
+        if getattr(self, "history", None) is not None:
+            self.history.close()  # the updates listener's thread and socket
         if getattr(self, "tracer", None) is not None:
             self.tracer.close()
         # Metrics before their families (signals.TritonSink.close): the unload-time crash of custom metrics.

@@ -17,6 +17,7 @@ second at most, one `increment` per changed series. Series (all labelled `model_
 | `sessionrec_session_length_bucket{le}` (+`_sum`, `_count`) | counter | session length histogram (clicks the answer used) |
 | `sessionrec_request_errors_total` | counter | requests answered with an error |
 | `sessionrec_history_state_total{state}` | counter | `recommend_session` events by HISTORY_STATE: stored / duplicate / degraded / not_stored |
+| `sessionrec_history_predictions_total{outcome}` | counter | event histories predicted before Redis answered (`hit`), not predictable (`miss`), predicted wrong and computed again (`wrong`); sessionrec.serving.history_cache |
 
 Histograms are exported as counters with an `le` label (Prometheus's `histogram_quantile` reads
 any such series), so a flush is increments only.
@@ -233,6 +234,7 @@ class ServingMonitor:
         self.scalars = {"sessions": 0, "fallback": 0, "session_items": 0, "unknown_items": 0, "errors": 0,
                         "length_sum": 0}
         self.states = dict.fromkeys(HISTORY_STATES, 0)
+        self.predictions: dict[str, int] = {}
 
     # -- aggregation (per batch, in the request path: numpy only, no metric calls) -----------------
 
@@ -275,6 +277,11 @@ class ServingMonitor:
     def observe_state(self, state: str) -> None:
         if state in self.states:
             self.states[state] += 1
+
+    def observe_predictions(self, totals: dict) -> None:
+        """The history's prediction counts since the stub started (SessionHistory.predictions)."""
+        self.predictions = {"hit": totals.get("hits", 0), "miss": totals.get("misses", 0),
+                            "wrong": totals.get("wrong", 0)} if totals else {}
 
     def observe_event(self, event: ClickEvent, state) -> None:
         """A recommend_session event recorded with HISTORY_STATE `state` (str, bytes or a (1, 1) array)."""
@@ -380,6 +387,8 @@ class ServingMonitor:
         out[("sessionrec_request_errors_total", None, None)] = self.scalars["errors"]
         for state, n in self.states.items():
             out[("sessionrec_history_state_total", "state", state)] = n
+        for outcome, n in self.predictions.items():
+            out[("sessionrec_history_predictions_total", "outcome", outcome)] = n
         return out
 
     def flush(self) -> None:
@@ -423,6 +432,7 @@ DESCRIPTIONS = {
     "sessionrec_unknown_items_total": "Session item ids not in the catalogue",
     "sessionrec_request_errors_total": "Requests answered with an error",
     "sessionrec_history_state_total": "recommend_session events by HISTORY_STATE",
+    "sessionrec_history_predictions_total": "recommend_session events by history prediction outcome (hit, miss, wrong)",
 }
 
 

@@ -9,14 +9,17 @@
 -- ARGV[1]  seq: the event's click sequence number in its session (1, 2, ...), its idempotency key
 -- ARGV[2]  ttl in milliseconds, slid at every event
 -- ARGV[3]  max_len: clicks kept per session (the newest, in click order)
--- ARGV[4..] the event's raw item ids, as decimal strings (int64 ids never become Lua doubles)
+-- ARGV[4]  updates channel: when the event stores clicks, the session's stored clicks are published
+--          there as "<KEYS[1]>\n<member>,<member>,..." (sessionrec.serving.history_cache); "" = not
+-- ARGV[5..] the event's raw item ids, as decimal strings (int64 ids never become Lua doubles)
 -- Returns {state, member, member, ...}: state is stored | duplicate | not_stored, members are the
 -- newest max_len clicks with a score below the next event's, oldest first.
 local clicks, floor_key = KEYS[1], KEYS[2]
 local seq = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local max_len = tonumber(ARGV[3])
-local count = #ARGV - 3
+local channel = ARGV[4]
+local count = #ARGV - 4
 local base = seq * 64  -- 64 positions per event: seq up to 2**47 (ms timestamps) stays exact in doubles
 local last = base + 63
 local floor = tonumber(redis.call('GET', floor_key) or '-1')
@@ -32,7 +35,7 @@ else
   for i = 1, count do
     local score = base + i - 1
     args[#args + 1] = score
-    args[#args + 1] = string.format('%d:%s', score, ARGV[3 + i])
+    args[#args + 1] = string.format('%d:%s', score, ARGV[4 + i])
   end
   redis.call('ZADD', clicks, unpack(args))
   local excess = redis.call('ZCARD', clicks) - max_len
@@ -42,6 +45,9 @@ else
     redis.call('SET', floor_key, cut[2])
   end
   state = 'stored'
+  if channel ~= '' then  -- every stub of every replica learns the session's clicks (their predictions)
+    redis.call('PUBLISH', channel, clicks .. '\n' .. table.concat(redis.call('ZRANGE', clicks, 0, -1), ','))
+  end
 end
 -- Sliding expiry: a session idle for ttl ms is gone, and its next click starts a new one.
 redis.call('PEXPIRE', clicks, ttl)

@@ -71,9 +71,10 @@ class HistoryConfig:
     pool_size: int = 4  # connections per stub; one batch at a time uses one
     canary_ttl_s: float = 60.0  # canary sessions (CANARY_PREFIX ids) expire soon: each replay uses new ids
     # Compute a known session's answer while its round trip travels, kept only if Redis returns the
-    # predicted history (sessionrec.serving.history_cache); needs CLIENT TRACKING (Redis >= 6).
+    # predicted history (sessionrec.serving.history_cache): the script publishes stored clicks on
+    # <key_prefix>updates and every stub listens.
     speculate: bool = True
-    cache_size: int = 20000  # sessions whose last history a stub remembers for that (LRU; ~0.5 KB each)
+    cache_size: int = 100000  # sessions whose stored clicks a stub keeps for that (LRU; ~0.6 KB each)
     # HMAC key of session ids. Replicas must share it (the chart reads it from a Secret); the default
     # only keeps raw ids out of Redis on a single embedded server.
     hmac_key: str = field(default="sessionrec-embedded-default", repr=False)
@@ -125,17 +126,20 @@ def shortfall(history_max_len: int, model_max_len: int, setting: str = "history_
             f"sessions; keep at least {model_max_len} clicks ({setting} >= max_len)")
 
 
-def for_model(parameter, model_max_len: int | None = None) -> "SessionHistory":
+def for_model(parameter, model_max_len: int | None = None, speculate: bool = True) -> "SessionHistory":
     """The history of a Triton python step: its config parameters, then the server's environment.
 
     `parameter(key, default)` reads the model config's parameters (triton_io.parameter).
     `model_max_len`: the clicks the step's model version reads; with Redis configured, a kept
     history shorter than that fails the load (`shortfall`), so a wrong setting never serves.
+    `speculate=False`: never (a step with nothing to overlap the round trip with: session_history).
     """
     defaults = HistoryConfig(max_len=int(parameter("history_max_len", "50")),
                              ttl_s=float(parameter("history_ttl_s", "1800")),
                              timeout_ms=float(parameter("redis_timeout_ms", "20")))
     config = HistoryConfig.from_environment(defaults)
+    if not speculate:
+        config = replace(config, speculate=False)
     if model_max_len is not None and config.url:
         source = "SESSIONREC_HISTORY_MAX_LEN" if os.environ.get("SESSIONREC_HISTORY_MAX_LEN") else "history_max_len"
         problem = shortfall(config.max_len, model_max_len, source)
@@ -166,7 +170,6 @@ class HistoryAnswer:
     items: np.ndarray  # (n,) raw ids the recommender gets, oldest first
     state: str  # one of STATES
     stored_length: int  # clicks in the stored history up to this event (0 when Redis was not read)
-    stored: np.ndarray | None = None  # that stored history (None when Redis was not read)
 
 
 def check_event(event: ClickEvent) -> ClickEvent:
@@ -208,15 +211,12 @@ class SessionHistory:
         self._lock = threading.Lock()
         self._closed_until = 0.0  # monotonic time before which Redis is not tried (after a failure)
         self.failures = 0  # batches answered degraded because Redis failed (for logs and tests)
-        self._cache = self._listener = None
+        self._cache = self._updates = None
         if self._connections is not None and config.speculate and config.cache_size > 0:
-            from sessionrec.serving.history_cache import HistoryCache, Invalidations
+            from sessionrec.serving.history_cache import HistoryCache, Updates
 
             self._cache = HistoryCache(config.cache_size, config.max_len, config.ttl_s)
-            self._listener = Invalidations(self._connections)
-        self._listener_retry_at = 0.0  # monotonic time of the next reconnect of a failed listener
-        self._listener_connecting = False
-        self._refusals = 0  # CLIENT TRACKING refusals; at 3, predictions stop for good
+            self._updates = Updates(self._connections, self.updates_channel, self._cache, config.retry_after_s)
 
     @staticmethod
     def _connect(config: HistoryConfig):
@@ -260,27 +260,8 @@ class SessionHistory:
     def predict_many(self, events: list[ClickEvent | Exception]) -> list[np.ndarray | Exception] | None:
         """Per event, the history its answer will most likely be computed from (sessionrec.serving.
         history_cache), or its error; None when any event's cannot be predicted (then nothing is)."""
-        if self._cache is None or time.monotonic() < self._closed_until:
+        if self._updates is None or not self._updates.up or time.monotonic() < self._closed_until:
             return None
-        if not self._listener.up:
-            self._cache.clear()
-            self._reconnect_listener()
-            return None
-        if self._connections.setup_errors:  # CLIENT TRACKING refused (old Redis, an ACL, a gone listener)
-            error, self._connections.setup_errors[:] = self._connections.setup_errors[0], []
-            self._refusals += 1
-            self._listener.close()
-            self._cache.clear()
-            if self._refusals >= 3:
-                log.warning("session history: CLIENT TRACKING refused %d times (%s); answers wait for Redis",
-                            self._refusals, error)
-                self._cache = None
-            return None
-        invalid = self._listener.drain()
-        if invalid is None:
-            self._cache.clear()
-        else:
-            self._cache.forget(invalid)
         out: list[np.ndarray | Exception] = []
         for event in events:
             if isinstance(event, Exception):
@@ -319,8 +300,7 @@ class SessionHistory:
             items = event.items if event.items is not None else (history if history.size else event.new_items)
         if items.size == 0:
             return RequestError("no clicks for this session: NEW_ITEMS is empty and the session has no stored history")
-        return HistoryAnswer(items=items, state=state, stored_length=stored,
-                             stored=None if reply is None else history)
+        return HistoryAnswer(items=items, state=state, stored_length=stored)
 
     def _send(self, events: list[ClickEvent]):
         """The batch's round trip, sent: a redis_conn.Pending, None (Redis off or skipped), or the error."""
@@ -367,29 +347,21 @@ class SessionHistory:
         cache = self._cache
         return {"hits": cache.hits, "misses": cache.misses, "wrong": cache.wrong} if cache else {}
 
-    def _remember(self, event: ClickEvent, answer) -> None:
-        if self._cache is not None and isinstance(answer, HistoryAnswer) and answer.stored is not None \
-                and answer.state in (STORED, DUPLICATE):
-            self._cache.remember(self.key(event.session_id), event.seq, answer.stored)
+    @property
+    def updates_channel(self) -> str:
+        return f"{self.config.key_prefix}updates"
 
-    def _reconnect_listener(self) -> None:
-        """Connect the invalidation listener off the serving thread, at most once per retry_after_s."""
-        now = time.monotonic()
-        if self._listener_connecting or now < self._listener_retry_at:
-            return
-        self._listener_connecting, self._listener_retry_at = True, now + self.config.retry_after_s
+    def start_updates(self) -> None:
+        """Start listening for stored clicks (a daemon thread; no-op without speculation)."""
+        if self._updates is not None:
+            self._updates.start()
 
-        def connect() -> None:
-            import redis
-
-            try:
-                self._listener.connect()
-            except redis.exceptions.RedisError as exc:
-                log.info("session history: invalidation listener not connected (%s); answers wait for Redis", exc)
-            finally:
-                self._listener_connecting = False
-
-        threading.Thread(target=connect, name="session-history-listener", daemon=True).start()
+    def close(self) -> None:
+        """Stop the updates listener and close the idle connections (a step's finalize)."""
+        if self._updates is not None:
+            self._updates.stop()
+        if self._connections is not None:
+            self._connections.disconnect()
 
     def warm_in_background(self, attempts: int = 10, pause_s: float = 0.5) -> threading.Thread | None:
         """Connect and load the script off the serving thread; the thread, or None without Redis.
@@ -399,10 +371,12 @@ class SessionHistory:
         its click is not stored, and Redis is then skipped for `retry_after_s`. Warmed, the first event
         is one round trip like every other. Start never waits for this (an absent Redis leaves the
         pool cold, and the request path behaves exactly as before); failed attempts are not request
-        failures, so they never open the `retry_after_s` window.
+        failures, so they never open the `retry_after_s` window. The updates listener (speculation,
+        sessionrec.serving.history_cache) starts here too, in its own thread.
         """
         if self._connections is None:
             return None
+        self.start_updates()
 
         def warm() -> None:
             import redis
@@ -410,8 +384,6 @@ class SessionHistory:
             last: Exception | None = None
             for attempt in range(1, attempts + 1):
                 try:
-                    if self._listener is not None and not self._listener.up:
-                        self._listener.connect()  # first: the warm connection below then tracks to it
                     self._load_script()
                     log.info("session history: Redis connected, script loaded (attempt %d)", attempt)
                     return
@@ -435,8 +407,9 @@ class SessionHistory:
     def _command(self, event: ClickEvent) -> tuple:
         key = self.key(event.session_id)
         ttl = self.config.canary_ttl_s if event.session_id.startswith(CANARY_PREFIX) else self.config.ttl_s
+        channel = self.updates_channel if self._updates is not None else ""
         return ("EVALSHA", self._sha, 2, f"{key}:c", f"{key}:f", str(event.seq), str(int(ttl * 1000)),
-                str(self.config.max_len), *(str(int(i)) for i in event.new_items))
+                str(self.config.max_len), channel, *(str(int(i)) for i in event.new_items))
 
     def _pipeline(self, events: list[ClickEvent]) -> list:
         if self._sha is None:
@@ -476,6 +449,5 @@ class PendingHistory:
             events = [event for _, event in self._good]
             for (i, event), reply in zip(self._good, history._receive(self._sent, events)):
                 out[i] = history._answer(event, reply)
-                history._remember(event, out[i])
             self._good = []
         return out  # type: ignore[return-value]

@@ -40,9 +40,6 @@ class Connections:
         self._errors = redis.exceptions
         self.timeout_s = timeout_s
         self._idle: list = []  # LIFO: the warmest socket first
-        self._setup: list[tuple] = []  # run first on every new connection (set_setup)
-        self.generation = 0  # bumped by set_setup; older connections are not reused
-        self.setup_errors: list[Exception] = []  # error replies to the setup commands (e.g. CLIENT TRACKING refused)
         self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
 
@@ -63,19 +60,11 @@ class Connections:
         try:
             with self._lock:
                 connection = self._idle.pop() if self._idle else None
-                setup, generation = self._setup, self.generation
-            if connection is not None and getattr(connection, "sessionrec_generation", generation) != generation:
-                connection.disconnect()  # made under an older setup (e.g. tracking to a gone connection)
-                connection = None
-            fresh = connection is None
-            if fresh:
+            if connection is None:
                 connection = self._class(**self._kwargs)
-                connection.sessionrec_generation = generation
-            prefix = list(setup) if fresh else []
             try:
-                everything = prefix + list(commands)
-                packed = (connection.pack_command(*everything[0]) if len(everything) == 1
-                          else connection.pack_commands(everything))
+                packed = (connection.pack_command(*commands[0]) if len(commands) == 1
+                          else connection.pack_commands(commands))
                 connection.send_packed_command(packed, check_health=False)
             except BaseException:
                 connection.disconnect()
@@ -83,21 +72,13 @@ class Connections:
         except BaseException:
             self._slots.release()
             raise
-        return Pending(self, connection, len(prefix), len(commands))
+        return Pending(self, connection, len(commands))
 
     def dedicated(self):
-        """A connection outside the pool (same address, TLS, password, timeouts), speaking RESP2: the
-        invalidation listener's (sessionrec.serving.history_cache). Not connected yet."""
+        """A connection outside the pool (same address, TLS, password, timeouts), speaking RESP2 (a
+        subscriber's replies are plain arrays): the updates listener's (sessionrec.serving.history_cache).
+        Not connected yet."""
         return self._class(**{**self._kwargs, "protocol": 2})
-
-    def set_setup(self, commands: list[tuple]) -> None:
-        """Commands every new connection runs first (in the same write as its first commands); the
-        connections made before are closed when next checked out."""
-        with self._lock:
-            self._setup, self.generation = list(commands), self.generation + 1
-            idle, self._idle = self._idle, []
-        for connection in idle:
-            connection.disconnect()
 
     def _give_back(self, connection) -> None:
         with self._lock:
@@ -119,8 +100,8 @@ class Connections:
 class Pending:
     """Commands sent on a checked-out connection whose replies are not read yet."""
 
-    def __init__(self, pool: Connections, connection, setup: int, count: int):
-        self._pool, self._connection, self._setup, self._count = pool, connection, setup, count
+    def __init__(self, pool: Connections, connection, count: int):
+        self._pool, self._connection, self._count = pool, connection, count
         self._done = False
 
     def replies(self) -> list:
@@ -132,7 +113,7 @@ class Pending:
         connection = self._connection
         try:
             replies = []
-            for i in range(self._setup + self._count):
+            for _ in range(self._count):
                 try:
                     replies.append(connection.read_response())
                 except errors.ResponseError as exc:  # one command's error: keep reading the others
@@ -141,13 +122,4 @@ class Pending:
             self._pool._drop(connection)
             raise
         self._pool._give_back(connection)
-        for reply in replies[:self._setup]:  # a setup command refused (e.g. CLIENT TRACKING by an ACL)
-            if isinstance(reply, Exception):
-                self._pool.setup_errors.append(reply)
-        return replies[self._setup:]
-
-    def abandon(self) -> None:
-        """Drop the connection without reading (its replies would arrive out of turn)."""
-        if not self._done:
-            self._done = True
-            self._pool._drop(self._connection)
+        return replies

@@ -27,5 +27,7 @@ The password and the HMAC key come from Secrets, never from values; the URL carr
   value: {{ $redis.maxLen | quote }}
 - name: SESSIONREC_REDIS_TIMEOUT_MS
   value: {{ $redis.timeoutMs | quote }}
+- name: SESSIONREC_HISTORY_SPECULATE
+  value: {{ ternary "1" "0" (ne $redis.speculate false) | quote }}
 {{- end }}
 {{- end }}
