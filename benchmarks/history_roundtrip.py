@@ -48,18 +48,24 @@ def main(argv: list[str] | None = None) -> int:
             server.url, max_connections=4, timeout=timeout, socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0), retry_on_timeout=False, health_check_interval=0, socket_keepalive=True)
         client = redis.Redis(connection_pool=pool)
-        config = HistoryConfig(url=server.url, timeout_ms=timeout * 1000)
+        # The round trip alone: no updates channel (speculation publishes a message per stored click).
+        config = HistoryConfig(url=server.url, timeout_ms=timeout * 1000, speculate=False)
         history = SessionHistory(config)
         sha = client.script_load(SCRIPT)
+
+        class Sent:
+            def __init__(self, call):
+                self.replies = call  # the round trip happens when the step reads the replies
 
         class RedisPyHistory(SessionHistory):
             """The baseline: the same step, its round trip through redis-py's client and pool."""
 
-            def _pipeline(self, events):
+            def _send(self, events):
                 key = self.key(events[0].session_id)
                 e = events[0]
-                return [client.evalsha(sha, 2, f"{key}:c", f"{key}:f", str(e.seq), str(int(self.config.ttl_s * 1000)),
-                                       str(self.config.max_len), *(str(int(i)) for i in e.new_items))]
+                return Sent(lambda: [client.evalsha(sha, 2, f"{key}:c", f"{key}:f", str(e.seq),
+                                                    str(int(self.config.ttl_s * 1000)), str(self.config.max_len), "",
+                                                    *(str(int(i)) for i in e.new_items))])
 
         baseline = RedisPyHistory(config)
 

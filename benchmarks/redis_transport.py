@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, {platform.platform()}")
     print("| gap ms | transport | events | p50 us | p95 us |\n|---:|---|---:|---:|---:|")
     with LocalRedis() as server:
-        variants = {"tcp": SessionHistory(HistoryConfig(url=server.url)),
-                    "unix": SessionHistory(HistoryConfig(url=server.socket_url)),
-                    "unix+spin": spinning(SessionHistory(HistoryConfig(url=server.socket_url)), 0.0004)}
+        variants = {"tcp": SessionHistory(HistoryConfig(url=server.url, speculate=False)),  # the round trip alone
+                    "unix": SessionHistory(HistoryConfig(url=server.socket_url, speculate=False)),
+                    "unix+spin": spinning(SessionHistory(HistoryConfig(url=server.socket_url, speculate=False)), 0.0004)}
         for gap in (float(g) / 1000 for g in args.gaps.split(",")):
             times = {name: [] for name in variants}
             for i in range(args.events):

@@ -266,6 +266,19 @@ def fault_runs(url: str, redis, base: LoadTest, rate: float, seconds: float, dow
     return {"killed": killed, "hung": hung}
 
 
+def prediction_counts(metrics_url: str) -> dict[str, float]:
+    """sessionrec_history_predictions_total by outcome, summed over the stubs (after a flush: a stub
+    flushes at most once a second, on a request, so two quiet seconds of probing come first)."""
+    import urllib.request
+
+    out: dict[str, float] = {}
+    for line in urllib.request.urlopen(metrics_url, timeout=5).read().decode().splitlines():
+        if line.startswith("sessionrec_history_predictions_total{"):
+            outcome = line.split('outcome="')[1].split('"')[0]
+            out[outcome] = out.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def markdown(results: dict) -> str:
     meta = results["meta"]
     lines = [
@@ -277,6 +290,13 @@ def markdown(results: dict) -> str:
         f"One tritonserver serves both ensembles; Redis is a local redis-server {meta['redis_version']} "
         f"({meta.get('redis_transport', 'tcp')}, scheduling: {meta['redis_scheduling']}). Load generators on the same cores.", "",
     ]
+    if "speculate" in meta:
+        counts = results.get("predictions") or {}
+        lines += [f"Speculative history: **{meta['speculate']}** (sessionrec.serving.history_cache). Events whose "
+                  f"history was predicted before Redis answered: {counts.get('hit', 0):g}, not predictable (first "
+                  f"clicks, sessions not heard of): {counts.get('miss', 0):g}, predicted wrong and computed again: "
+                  f"{counts.get('wrong', 0):g} (the step's `sessionrec_history_predictions_total`, all phases "
+                  "before faults, canaries included).", ""]
     if results.get("interleaved"):
         lines += ["## Fixed offered rate, interleaved slices (open loop, one generator)", "",
                   "Poisson arrivals from one asyncio generator (sessionrec.clients.AsyncRecommendClient); the two "
@@ -366,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="how the server reaches the local redis-server: its unix socket (what `sessionrec "
                              "serve --redis local` uses) or TCP loopback (what a Redis on another host costs, less the network)")
     parser.add_argument("--redis-timeout-ms", type=float, default=20.0)
+    parser.add_argument("--speculate", choices=["on", "off"], default="on",
+                        help="on: the step computes a known session's answer while its round trip travels "
+                             "(sessionrec.serving.history_cache, the default); off: the round trip first")
     parser.add_argument("--sla-ms", type=float, default=70.0)
     parser.add_argument("--k", type=int, default=20)
     args = parser.parse_args(argv)
@@ -395,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     with LocalRedis() as redis:
         redis_scheduling = prioritise_redis(redis, args.redis_scheduling)
         redis_url = redis.socket_url if args.redis_transport == "unix" else redis.url
-        env = {"SESSIONREC_REDIS_URL": redis_url, "SESSIONREC_REDIS_TIMEOUT_MS": f"{args.redis_timeout_ms:g}"}
+        env = {"SESSIONREC_REDIS_URL": redis_url, "SESSIONREC_REDIS_TIMEOUT_MS": f"{args.redis_timeout_ms:g}",
+               "SESSIONREC_HISTORY_SPECULATE": "1" if args.speculate == "on" else "0"}
         with EmbeddedServer(repository, watch_seconds=0, log_file=work / "tritonserver.log", environment=env) as server:
             base = LoadTest(host=server.grpc_url, sessions_file=replay, out_dir=work / "locust", k=args.k,
                             warmup_s=args.warmup_seconds, sla=SLA(95, args.sla_ms, 0))
@@ -425,6 +449,14 @@ def main(argv: list[str] | None = None) -> int:
                                                  name=f"{name}_r{rate:g}", run_time_s=args.rate_seconds + args.warmup_seconds))
                     log(f"rate {rate:g} {name}: p50 {row[name]['p50']:.2f} p95 {row[name]['p95']:.2f} ms")
                 results["rates"][f"{rate:g}"] = row
+            from sessionrec.clients import RecommendClient
+
+            with RecommendClient(server.grpc_url) as client:  # each stub flushes its counters (1 s apart, on a request)
+                for _ in range(4):
+                    time.sleep(1.1)
+                    client.recommend(sessions[0], k=args.k)
+            results["predictions"] = prediction_counts(server.metrics_url)
+            log(f"history predictions: {results['predictions']}")
             if "faults" in phases:
                 log("faults")
                 results["faults"] = fault_runs(server.grpc_url, redis, base, args.fault_rate, args.fault_seconds,
@@ -439,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         "sessions": len(sessions), "n_items": manifest["serving"]["n_items"], "dim": manifest["serving"]["dim"],
         "max_len": manifest["serving"]["max_len"], "sla_ms": args.sla_ms, "fault_rate": args.fault_rate,
         "redis_timeout_ms": args.redis_timeout_ms, "redis_version": redis_version, "redis_scheduling": redis_scheduling,
-        "redis_transport": args.redis_transport,
+        "redis_transport": args.redis_transport, "speculate": args.speculate,
     }
     (work / "results.json").write_text(json.dumps(results, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
