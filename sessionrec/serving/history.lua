@@ -46,7 +46,8 @@ else
   end
   state = 'stored'
   if channel ~= '' then  -- every stub of every replica learns the session's clicks (their predictions)
-    redis.call('PUBLISH', channel, clicks .. '\n' .. table.concat(redis.call('ZRANGE', clicks, 0, -1), ','))
+    -- pcall: a refused PUBLISH (an ACL without pubsub) costs the predictions, never the click
+    redis.pcall('PUBLISH', channel, clicks .. '\n' .. table.concat(redis.call('ZRANGE', clicks, 0, -1), ','))
   end
 end
 -- Sliding expiry: a session idle for ttl ms is gone, and its next click starts a new one.

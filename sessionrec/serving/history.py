@@ -106,7 +106,7 @@ class HistoryConfig:
         if (self.ttl_s <= 0 or self.canary_ttl_s <= 0 or self.max_len < 1 or self.timeout_ms <= 0 or self.pool_size < 1
                 or self.cache_size < 0):
             raise ValueError(f"history settings out of range: ttl_s={self.ttl_s}, max_len={self.max_len}, "
-                             f"timeout_ms={self.timeout_ms}, pool_size={self.pool_size}")
+                             f"timeout_ms={self.timeout_ms}, pool_size={self.pool_size}, cache_size={self.cache_size}")
 
 
 def shortfall(history_max_len: int, model_max_len: int, setting: str = "history_max_len") -> str | None:

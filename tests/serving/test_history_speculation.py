@@ -180,3 +180,19 @@ def test_speculation_can_be_turned_off(local_redis, monkeypatch):
     monkeypatch.setenv("SESSIONREC_HISTORY_SPECULATE", "maybe")
     with pytest.raises(ValueError, match="SESSIONREC_HISTORY_SPECULATE='maybe': expected 1 or 0"):
         HistoryConfig.from_environment()
+
+
+def test_a_redis_user_refused_publish_still_stores_every_click(local_redis):
+    admin = redis.Redis.from_url(local_redis.url)
+    admin.acl_setuser("nopub", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
+                      commands=["+@all", "-publish", "-subscribe"])
+    host, port = local_redis.url.split("//")[1].split("/")[0].split(":")
+    history = SessionHistory(HistoryConfig(url=f"redis://nopub:pw@{host}:{port}/0", max_len=10))
+    history.warm_in_background().join(timeout=10)
+    try:
+        assert [history.record(event(b"acl", seq, seq)).state for seq in (1, 2)] == [STORED, STORED]
+        assert history.record(event(b"acl", 3, 3)).items.tolist() == [1, 2, 3]
+        assert not history._updates.up and history.predict_many([event(b"acl", 4, 4)]) is None  # SUBSCRIBE refused
+    finally:
+        history.close()
+        admin.acl_deluser("nopub")
