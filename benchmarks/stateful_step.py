@@ -7,7 +7,9 @@ version loaded as the step loads it (sessionrec.serving.pipeline.LocalPipeline),
 redis-server (127.0.0.1), the Diginetica test sessions replayed click by click. Each click is
 answered twice, alternating which goes first: stateless (`recommend`: the session so far in ITEMS)
 and stateful (`recommend_session`: the click only, a session id and its position; the history comes
-from Redis). Both go through sessionrec.serving.stateful.recommend_with_history, as in the stub.
+from Redis), and stateful again with speculation (sessionrec.serving.history_cache: the answer is
+computed while the round trip travels; its own sessions, so each path sees the Redis state it made).
+All go through sessionrec.serving.stateful.recommend_with_history, as in the stub.
 --gap-ms sleeps between clicks: with a gap both processes go idle, as at 100 req/s, and the Redis
 round trip pays two wake-ups; with none they stay hot. The end-to-end difference through the real
 tritonserver is session_bench.py's; this one says how much of it is the step's own work.
@@ -55,14 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     print("| gap ms | path | clicks | p50 us | p95 us |\n|---:|---|---:|---:|---:|")
     with LocalRedis() as server:
         history = SessionHistory(HistoryConfig(url=server.url, timeout_ms=20, speculate=False))  # the round trip first, as before
+        speculating = SessionHistory(HistoryConfig(url=server.url, timeout_ms=20))
+        speculating.warm_in_background().join(timeout=10)  # as the step's load: script loaded, listener subscribed
+        SPECULATIVE = "recommend_session, speculative"
         for gap_index, gap in enumerate(float(g) / 1000 for g in args.gap_ms.split(",")):
             times = {"recommend (session in ITEMS)": [], "recommend_session (click + Redis history)": [],
-                     "of which the Redis round trip": []}
+                     "of which the Redis round trip": [], SPECULATIVE: []}
             for i, (s_index, session) in enumerate(clicks[:args.clicks]):
                 stateless = StepRequest(session[None, :], k, exclude)
                 event = ClickEvent(b"bench-%d-%d" % (gap_index, s_index), session[-1:], len(session))
                 stateful = StepRequest(None, k, exclude, event)
-                order = ((0, stateless), (1, stateful)) if i % 2 == 0 else ((1, stateful), (0, stateless))
+                guessed = StepRequest(None, k, exclude, ClickEvent(b"spec-" + event.session_id, session[-1:], len(session)))
+                order = [(0, stateless), (1, stateful), (2, guessed)]
+                order = order[i % 3:] + order[:i % 3]  # each path first, second and last in turn
                 for which, request in order:
                     if gap:
                         time.sleep(gap)
@@ -75,17 +82,20 @@ def main(argv: list[str] | None = None) -> int:
                         end = time.perf_counter()
                         times["of which the Redis round trip"].append((middle - start) * 1e6)
                     else:
-                        answer = recommend_with_history(pipeline, history, [request])[0]
+                        answer = recommend_with_history(pipeline, speculating if which == 2 else history, [request])[0]
                         end = time.perf_counter()
                     assert not isinstance(answer, Exception), answer
-                    name = "recommend_session (click + Redis history)" if which else "recommend (session in ITEMS)"
+                    name = ("recommend (session in ITEMS)", "recommend_session (click + Redis history)", SPECULATIVE)[which]
                     times[name].append((end - start) * 1e6)
             for name, values in times.items():
                 v = np.asarray(values)
                 print(f"| {gap * 1000:g} | {name} | {len(v)} | {np.percentile(v, 50):.0f} | {np.percentile(v, 95):.0f} |")
-            diff = np.asarray(times["recommend_session (click + Redis history)"]) - np.asarray(times["recommend (session in ITEMS)"])
-            print(f"| {gap * 1000:g} | paired difference (session - stateless) | {len(diff)} | "
-                  f"{np.percentile(diff, 50):.0f} | {np.percentile(diff, 95):.0f} |")
+            for name in ("recommend_session (click + Redis history)", SPECULATIVE):
+                diff = np.asarray(times[name]) - np.asarray(times["recommend (session in ITEMS)"])
+                print(f"| {gap * 1000:g} | paired difference ({name} - stateless) | {len(diff)} | "
+                      f"{np.percentile(diff, 50):.0f} | {np.percentile(diff, 95):.0f} |")
+        print(f"speculative path's predictions: {speculating.predictions}")
+        speculating.close()
     return 0
 
 
