@@ -14,11 +14,13 @@ the updates channel (`<key_prefix>updates`) whenever an event stores a click, an
 every replica listens on it in a thread (`Updates`), so a prediction holds whichever stub or
 replica took the session's previous click (Triton hands a server's consecutive requests to its
 instances in turn, so a stub rarely sees a session's previous click itself: measured, 0 of 80).
-Messages arrive in the order Redis ran the scripts. A prediction is still wrong when a click was
-recorded an instant before and its message is in flight, or after an out-of-order event; that
-costs the second computation, never a wrong answer. Nothing is predicted for a session the stub
-has not heard of (a first click, or one before the listener connected) or while the listener is
-down; those answers wait for Redis as before.
+Messages arrive in the order Redis ran the scripts. A session the stub has not heard of is new
+once the listener has been subscribed for a whole session TTL without losing an entry that could
+still be alive (every live session stored a click since, so it would have been heard of): its
+history is then this event's clicks. Before that, and while the listener is down, such events wait
+for Redis as before. A prediction is still wrong when a click was recorded an instant before and its
+message is in flight, after an out-of-order event, or for a session kept alive only by look-ups
+(they slide the TTL without storing); that costs the second computation, never a wrong answer.
 
 Cost: one PUBLISH per stored click inside the script (a few µs), and Redis sends every stored
 click's history (about 20 bytes a click) to every listening stub: for R replicas of S stubs, R x S
@@ -62,10 +64,17 @@ class HistoryCache:
 
     def __init__(self, capacity: int, max_len: int, ttl_s: float):
         self.capacity, self.max_len = capacity, max_len
-        # An entry is trusted for less than the session's TTL: an expired session starts afresh in Redis.
-        self.max_age_s = max(0.0, ttl_s - 5.0)
+        # Redis expires a session TTL after its last event; the stub's clocks are not Redis's, so a
+        # margin both ways: an entry is trusted for the TTL less the margin, known to be gone after
+        # the TTL plus the margin, and in between nothing is predicted for the session.
+        margin = min(5.0, 0.1 * ttl_s)
+        self.max_age_s, self.gone_after_s = ttl_s - margin, ttl_s + margin
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._lock = threading.Lock()
+        # Unknown sessions are new only when the cache has heard every store for a whole TTL: since
+        # `heard_since` (the last clear, i.e. the listener's subscription) and since the last
+        # eviction of an entry that could still be alive.
+        self.heard_since = self.lost_at = time.monotonic()
         self.hits = self.misses = self.wrong = 0  # predictions made, not made, made and wrong
 
     def predict(self, key: str, seq: int, new_items: np.ndarray) -> np.ndarray | None:
@@ -73,8 +82,15 @@ class HistoryCache:
         if new_items.size == 0:
             return None  # a look-up only: the answer is whatever is stored
         with self._lock:
+            now = time.monotonic()
             entry = self._entries.get(key)
-            if entry is None or seq <= entry.last_seq or time.monotonic() - entry.at > self.max_age_s:
+            age = None if entry is None else now - entry.at
+            if age is not None and age > self.gone_after_s:
+                entry = None  # expired in Redis by now (unless look-ups kept it alive: then a wrong guess)
+            if entry is None and now - max(self.heard_since, self.lost_at) > self.gone_after_s:
+                self.hits += 1
+                return new_items[-self.max_len:]  # a new session: nothing stored for it is still alive
+            if entry is None or seq <= entry.last_seq or age > self.max_age_s:
                 self.misses += 1
                 return None
             self.hits += 1
@@ -85,11 +101,14 @@ class HistoryCache:
             self._entries[key] = Entry(last_seq, items, time.monotonic())
             self._entries.move_to_end(key)
             while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+                _, old = self._entries.popitem(last=False)
+                if time.monotonic() - old.at <= self.gone_after_s:
+                    self.lost_at = time.monotonic()  # a possibly live session forgotten
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self.heard_since = time.monotonic()
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -196,3 +196,23 @@ def test_a_redis_user_refused_publish_still_stores_every_click(local_redis):
     finally:
         history.close()
         admin.acl_deluser("nopub")
+
+
+def test_a_session_never_heard_of_is_new_once_every_live_session_was_heard(local_redis):
+    """After a whole TTL subscribed (here 1 s, plus its 10 % margin), every live session has stored a
+    click the stub heard of: an unknown one is new, its history this event's clicks."""
+    redis.Redis.from_url(local_redis.url).flushdb()
+    history = stub(local_redis.url, ttl_s=1.0, cache_size=1)
+    try:
+        assert predicted(history, event(b"fresh", 1, 4)) is None  # subscribed for less than a TTL
+        time.sleep(1.2)
+        assert predicted(history, event(b"fresh", 1, 4)) == [[4]]
+        assert history.record(event(b"fresh", 1, 4)).items.tolist() == [4]  # as predicted
+        assert until(lambda: predicted(history, event(b"fresh", 2, 5)) == [[4, 5]])
+        history.record(event(b"other", 1, 9))  # evicts "fresh" (cache_size=1) while it is alive
+        assert until(lambda: predicted(history, event(b"other", 2, 8)) == [[9, 8]])
+        assert predicted(history, event(b"new", 1, 1)) is None  # "fresh" may still be alive: no guesses
+        time.sleep(1.2)  # a TTL after the eviction, "fresh" has expired unless it stored a click since
+        assert predicted(history, event(b"new", 1, 1)) == [[1]]
+    finally:
+        history.close()
