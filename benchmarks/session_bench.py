@@ -292,7 +292,8 @@ def markdown(results: dict) -> str:
     ]
     if "speculate" in meta:
         counts = results.get("predictions") or {}
-        lines += [f"Speculative history: **{meta['speculate']}** (sessionrec.serving.history_cache). Events whose "
+        ttl = f", session TTL {meta['history_ttl_s']:g} s" if meta.get("history_ttl_s") else ""
+        lines += [f"Speculative history: **{meta['speculate']}**{ttl} (sessionrec.serving.history_cache). Events whose "
                   f"history was predicted before Redis answered: {counts.get('hit', 0):g}, not predictable (first "
                   f"clicks, sessions not heard of): {counts.get('miss', 0):g}, predicted wrong and computed again: "
                   f"{counts.get('wrong', 0):g} (the step's `sessionrec_history_predictions_total`, all phases "
@@ -386,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="how the server reaches the local redis-server: its unix socket (what `sessionrec "
                              "serve --redis local` uses) or TCP loopback (what a Redis on another host costs, less the network)")
     parser.add_argument("--redis-timeout-ms", type=float, default=20.0)
+    parser.add_argument("--history-ttl-s", type=float, default=None,
+                        help="the sessions' TTL (default the server's, 1800 s). A stub predicts first clicks once it "
+                             "has listened for a whole TTL: a short one shows that steady state within a run")
     parser.add_argument("--speculate", choices=["on", "off"], default="on",
                         help="on: the step computes a known session's answer while its round trip travels "
                              "(sessionrec.serving.history_cache, the default); off: the round trip first")
@@ -420,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
         redis_url = redis.socket_url if args.redis_transport == "unix" else redis.url
         env = {"SESSIONREC_REDIS_URL": redis_url, "SESSIONREC_REDIS_TIMEOUT_MS": f"{args.redis_timeout_ms:g}",
                "SESSIONREC_HISTORY_SPECULATE": "1" if args.speculate == "on" else "0"}
+        if args.history_ttl_s:
+            env["SESSIONREC_HISTORY_TTL_S"] = f"{args.history_ttl_s:g}"
         with EmbeddedServer(repository, watch_seconds=0, log_file=work / "tritonserver.log", environment=env) as server:
             base = LoadTest(host=server.grpc_url, sessions_file=replay, out_dir=work / "locust", k=args.k,
                             warmup_s=args.warmup_seconds, sla=SLA(95, args.sla_ms, 0))
@@ -471,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         "sessions": len(sessions), "n_items": manifest["serving"]["n_items"], "dim": manifest["serving"]["dim"],
         "max_len": manifest["serving"]["max_len"], "sla_ms": args.sla_ms, "fault_rate": args.fault_rate,
         "redis_timeout_ms": args.redis_timeout_ms, "redis_version": redis_version, "redis_scheduling": redis_scheduling,
-        "redis_transport": args.redis_transport, "speculate": args.speculate,
+        "redis_transport": args.redis_transport, "speculate": args.speculate, "history_ttl_s": args.history_ttl_s,
     }
     (work / "results.json").write_text(json.dumps(results, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
