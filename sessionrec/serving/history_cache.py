@@ -151,8 +151,6 @@ class Updates:
             self._thread.join(timeout=2)
 
     def _run(self) -> None:
-        import redis
-
         while not self._stopped.is_set():
             connection = self._connections.dedicated()
             try:
@@ -169,7 +167,7 @@ class Updates:
                     if isinstance(message, list) and len(message) == 3 and message[0] == b"message":
                         self.cache.update(*parse_update(message[2]))
                         self.received += 1
-            except (redis.exceptions.RedisError, OSError, ValueError, IndexError) as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever broke, the thread lives on and reconnects
                 if not self._stopped.is_set():
                     log.info("session history: updates listener down (%s); predictions off until it reconnects", exc)
             finally:
