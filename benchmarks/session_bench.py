@@ -390,9 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history-ttl-s", type=float, default=None,
                         help="the sessions' TTL (default the server's, 1800 s). A stub predicts first clicks once it "
                              "has listened for a whole TTL: a short one shows that steady state within a run")
-    parser.add_argument("--speculate", choices=["on", "off"], default="on",
+    parser.add_argument("--speculate", choices=["on", "off"], default="off",
                         help="on: the step computes a known session's answer while its round trip travels "
-                             "(sessionrec.serving.history_cache, the default); off: the round trip first")
+                             "(sessionrec.serving.history_cache); off (the server's default): the round trip first")
     parser.add_argument("--sla-ms", type=float, default=70.0)
     parser.add_argument("--k", type=int, default=20)
     args = parser.parse_args(argv)

@@ -17,7 +17,7 @@ second at most, one `increment` per changed series. Series (all labelled `model_
 | `sessionrec_session_length_bucket{le}` (+`_sum`, `_count`) | counter | session length histogram (clicks the answer used) |
 | `sessionrec_request_errors_total` | counter | requests answered with an error |
 | `sessionrec_history_state_total{state}` | counter | `recommend_session` events by HISTORY_STATE: stored / duplicate / degraded / not_stored |
-| `sessionrec_history_predictions_total{outcome}` | counter | event histories predicted before Redis answered (`hit`), not predictable (`miss`), predicted wrong and computed again (`wrong`); sessionrec.serving.history_cache |
+| `sessionrec_history_predictions_total{outcome}` | counter | event histories predicted before Redis answered (`hit`), not predictable (`miss`), predicted wrong and computed again (`wrong`); only with speculation on (sessionrec.serving.history_cache) |
 
 Histograms are exported as counters with an `le` label (Prometheus's `histogram_quantile` reads
 any such series), so a flush is increments only.

@@ -72,8 +72,9 @@ class HistoryConfig:
     canary_ttl_s: float = 60.0  # canary sessions (CANARY_PREFIX ids) expire soon: each replay uses new ids
     # Compute a known session's answer while its round trip travels, kept only if Redis returns the
     # predicted history (sessionrec.serving.history_cache): the script publishes stored clicks on
-    # <key_prefix>updates and every stub listens.
-    speculate: bool = True
+    # <key_prefix>updates and every stub listens. Off by default: on this project's 2-vCPU machine it
+    # did not pay (docs/BENCHMARKS.md section 4); it needs a core free for Redis during the compute.
+    speculate: bool = False
     cache_size: int = 100000  # sessions whose stored clicks a stub keeps for that (LRU; ~0.6 KB each)
     # HMAC key of session ids. Replicas must share it (the chart reads it from a Secret); the default
     # only keeps raw ids out of Redis on a single embedded server.

@@ -24,7 +24,9 @@ message is in flight, after an out-of-order event, or for a session kept alive o
 
 Cost: one PUBLISH per stored click inside the script (a few µs), and Redis sends every stored
 click's history (about 20 bytes a click) to every listening stub: for R replicas of S stubs, R x S
-messages per click. `HistoryConfig.speculate` (chart `redis.speculate`) turns it off.
+messages per click. Opt-in (`HistoryConfig.speculate`, chart `redis.speculate`): on the project's
+2-vCPU machine it did not pay (docs/BENCHMARKS.md section 4); the overlap needs a core free for
+Redis while the stub computes.
 """
 
 from __future__ import annotations

@@ -30,9 +30,9 @@ def test_enabled_sets_the_history_environment_from_values_and_secrets(helm):
     assert variables["SESSIONREC_SESSION_HMAC_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "session-hmac", "key": "session-hmac-key"}
     assert variables["SESSIONREC_HISTORY_TTL_S"]["value"] == "900" and variables["SESSIONREC_REDIS_TIMEOUT_MS"]["value"] == "15"
     assert "value" not in variables["SESSIONREC_REDIS_PASSWORD"]  # never a literal password
-    assert variables["SESSIONREC_HISTORY_SPECULATE"]["value"] == "1"  # on by default
-    off = env(triton(helm.render(SCENARIOS["cpu"], set_values=ENABLED + ("redis.speculate=false",))))
-    assert off["SESSIONREC_HISTORY_SPECULATE"]["value"] == "0"
+    assert variables["SESSIONREC_HISTORY_SPECULATE"]["value"] == "0"  # off by default
+    on = env(triton(helm.render(SCENARIOS["cpu"], set_values=ENABLED + ("redis.speculate=true",))))
+    assert on["SESSIONREC_HISTORY_SPECULATE"]["value"] == "1"
 
 
 def test_egress_policy_allows_dns_redis_and_extra(helm):

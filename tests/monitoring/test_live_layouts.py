@@ -152,14 +152,6 @@ def test_both_layouts_expose_the_series_the_requests_imply(layout, fresh_reposit
     increase = {key: after.get(key, 0) - before.get(key, 0) for key in set(after) | set(before)}
     changed = {key: value for key, value in increase.items() if value}
     wanted = {key: value for key, value in expected.values.items() if value}
-    # Speculation's counters (fused step only) count every event, canary replays included, and how
-    # many are predicted depends on timing: checked apart.
-    predictions = {key[1][1]: changed.pop(key) for key in list(changed)
-                   if key[0] == "sessionrec_history_predictions_total"}
-    if layout == "fused":
-        assert sum(predictions.values()) >= 6 and predictions.get("wrong", 0) <= predictions.get("hit", 0), predictions
-    else:
-        assert predictions == {}, predictions  # session_history never speculates
     assert changed == wanted, (layout, sorted(set(changed.items()) ^ set(wanted.items())))
     # the gauges are there in both layouts: the PSI references
     assert after[("sessionrec_reference_click_share", ("bucket", "0"))] > 0

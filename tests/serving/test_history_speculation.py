@@ -24,7 +24,7 @@ def local_redis():
 
 def stub(url: str, **overrides) -> SessionHistory:
     """One serving stub's history, warmed as the step's load does (script loaded, listener subscribed)."""
-    history = SessionHistory(HistoryConfig(url=url, max_len=10, **overrides))
+    history = SessionHistory(HistoryConfig(url=url, max_len=10, **{"speculate": True, **overrides}))
     history.warm_in_background().join(timeout=10)
     assert history._updates.wait_up(5)
     return history
@@ -171,9 +171,12 @@ def test_with_redis_gone_nothing_is_predicted_and_predictions_return_with_it(tmp
         history.close()
 
 
-def test_speculation_can_be_turned_off(local_redis, monkeypatch):
+def test_speculation_is_off_unless_turned_on(local_redis, monkeypatch):
+    assert HistoryConfig().speculate is False
+    monkeypatch.setenv("SESSIONREC_HISTORY_SPECULATE", "1")
+    assert HistoryConfig.from_environment(HistoryConfig(url=local_redis.url)).speculate is True
     monkeypatch.setenv("SESSIONREC_HISTORY_SPECULATE", "0")
-    history = SessionHistory(HistoryConfig.from_environment(HistoryConfig(url=local_redis.url)))
+    history = SessionHistory(HistoryConfig.from_environment(HistoryConfig(url=local_redis.url, speculate=True)))
     history.record(event(b"off", 1, 5))
     assert history.predict_many([event(b"off", 2, 6)]) is None and history.predictions == {}
     assert history._updates is None  # no listener thread, no PUBLISH in the script call
@@ -187,7 +190,7 @@ def test_a_redis_user_refused_publish_still_stores_every_click(local_redis):
     admin.acl_setuser("nopub", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
                       commands=["+@all", "-publish", "-subscribe"])
     host, port = local_redis.url.split("//")[1].split("/")[0].split(":")
-    history = SessionHistory(HistoryConfig(url=f"redis://nopub:pw@{host}:{port}/0", max_len=10))
+    history = SessionHistory(HistoryConfig(url=f"redis://nopub:pw@{host}:{port}/0", max_len=10, speculate=True))
     history.warm_in_background().join(timeout=10)
     try:
         assert [history.record(event(b"acl", seq, seq)).state for seq in (1, 2)] == [STORED, STORED]

@@ -28,6 +28,6 @@ The password and the HMAC key come from Secrets, never from values; the URL carr
 - name: SESSIONREC_REDIS_TIMEOUT_MS
   value: {{ $redis.timeoutMs | quote }}
 - name: SESSIONREC_HISTORY_SPECULATE
-  value: {{ ternary "1" "0" (ne $redis.speculate false) | quote }}
+  value: {{ ternary "1" "0" (eq $redis.speculate true) | quote }}
 {{- end }}
 {{- end }}
