@@ -13,7 +13,7 @@ Where a stub learns the stored clicks: the history script publishes a session's 
 the updates channel (`<key_prefix>updates`) whenever an event stores a click, and every stub of
 every replica listens on it in a thread (`Updates`), so a prediction holds whichever stub or
 replica took the session's previous click (Triton hands a server's consecutive requests to its
-instances in turn, so a stub rarely sees a session's previous click itself: measured, 0 of 80).
+instances in turn, so a stub rarely sees a session's previous click itself).
 Messages arrive in the order Redis ran the scripts. A session the stub has not heard of is new
 once the listener has been subscribed for a whole session TTL without losing an entry that could
 still be alive (every live session stored a click since, so it would have been heard of): its
