@@ -22,7 +22,8 @@ def model_bytes(n: np.ndarray, d: int, kind: str) -> np.ndarray:
     """Serving memory of one version: the stub's base, the encoder table (4d bytes an item,
     onnxruntime's copy), FAISS codes + 8-byte ids, and 4 int64 arrays (raw ids twice, popularity,
     the preprocess id map)."""
-    codes = {"ivf": 4 * d, "flat": 4 * d, "ivfsq": d, "ivfpq": d // 4}[kind]
+    # ivfpqfs: d/2 sub-quantizers of 4 bits, plus the float copy its exact re-rank reads
+    codes = {"ivf": 4 * d, "flat": 4 * d, "ivfsq": d, "ivfpq": d // 4, "ivfpqfs": d // 4 + 4 * d}[kind]
     return 0.15e9 + n * (4 * d + codes + 8 + 4 * 8)  # + the stub's base (python, onnxruntime, FAISS)
 
 
@@ -43,12 +44,12 @@ def main(argv: list[str] | None = None) -> int:
         runs.append((n, results))
     runs.sort(key=lambda r: r[0])
     d = 100
-    kinds = ["ivf", "ivfsq", "ivfpq", "ivfpq+opq"]
+    kinds = ["ivf", "ivfsq", "ivfpq", "ivfpq+opq", "ivfpqfs"]
     lines = ["| N | kind | index MiB | build s | query p50 ms @0.95 | held-out recall@20 | HR@20 loss (points) @0.95 | @0.99 |",
              "|---|---|---|---|---|---|---|---|"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     grid = np.logspace(5, 7, 20)
-    for kind, colour in zip(kinds, ["C0", "C1", "C2", "C3"]):
+    for kind, colour in zip(kinds, ["C0", "C1", "C2", "C3", "C5"]):
         points = [(n, r["index"]["kinds"][kind]) for n, r in runs if kind in r.get("index", {}).get("kinds", {})]
         for n, row in points:
             at = row["at_target"]

@@ -55,7 +55,7 @@ class ExportError(SessionrecError):
 class ExportOptions:
     data: str | None = None  # sessions for parity, quality and canaries; default: the checkpoint's data
     precision: str = "fp32"  # which encoder file the CPU server runs (all three are measured)
-    index: str = "auto"  # FAISS index kind: auto (by catalogue size) | flat | ivf | hnsw
+    index: str = "auto"  # FAISS index kind: auto (by catalogue size) | flat | ivf | ivfsq | ivfpq | ivfpqfs | hnsw
     target_recall: float = 0.95  # ANN indexes are tuned to at least this recall@20 vs exact
     keep_versions: int = 3  # live versions kept on disk (the server loads the newest two)
     max_k: int = 1000  # largest K a request may ask for

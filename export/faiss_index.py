@@ -4,17 +4,22 @@ The `retrieval` step scores a session vector against every item vector by inner 
 (docs/ARCHITECTURE.md). Row r of the (N, d) item matrix is model id r + 1; model id 0 is padding,
 so FAISS positions are shifted by one on the way out and "no result" (-1) becomes 0.
 
-Three index kinds, all scoring by inner product (METRIC_INNER_PRODUCT):
+Index kinds, all scoring by inner product (METRIC_INNER_PRODUCT):
 
 - flat: IndexFlatIP, exact. The default up to FLAT_MAX_ITEMS.
 - ivf:  IndexIVFFlat, nlist ≈ 4·sqrt(N) lists, nprobe tuned on sample queries to recall@20 >= 0.95.
-        The default above FLAT_MAX_ITEMS.
+        Only on request since ivfpqfs answered 2.5-3.9x sooner at the same recall (choose_kind).
 - ivfsq: IndexIVFScalarQuantizer with 8-bit codes (d bytes an item instead of 4d), nprobe tuned the
-        same way. The default when IVF-Flat's codes would exceed IVF_FLAT_MAX_BYTES (10M items at
-        d=100: 1 GB of codes instead of 4 GB): what fits beside the server.
+        same way. The default when a float32 copy of the table would exceed IVF_FLAT_MAX_BYTES (10M
+        items at d=100: 1 GB of codes instead of 4 GB): what fits beside the server.
 - ivfpq: IndexIVFPQ (m = d/4 sub-quantizers of 8 bits: d/4 bytes an item), optionally behind an
         OPQ rotation (IndexSpec.opq), nprobe tuned the same way. Only on request: at recall@20 0.95
         it needs a re-rank the 8-bit scalar codes do not (docs/BENCHMARKS.md, large catalogues).
+- ivfpqfs: IndexIVFPQFastScan (m = d/2 sub-quantizers of 4 bits, scanned 32 codes at a time with
+        SIMD table look-ups: many times more codes a millisecond than IVF-Flat's float scan), always
+        behind an exact re-rank of FASTSCAN_REFINE x k candidates (4-bit codes alone rank too
+        coarsely to serve). The default above FLAT_MAX_ITEMS while the float copy of the table that
+        the re-rank reads fits IVF_FLAT_MAX_BYTES.
 - hnsw: IndexHNSWFlat, M=32, efSearch tuned the same way. Only on request (see choose_kind).
 
 IVF kinds can re-rank their candidates by exact inner product (IndexSpec.refine: IndexRefineFlat)
@@ -63,7 +68,11 @@ DEFAULT_NPROBE = 16  # used when no tune queries are given
 # minutes at 1M items for nothing.
 PLATEAU = 0.002
 DEFAULT_EF_SEARCH = 64  # used when no tune queries are given
-KINDS = ("flat", "ivf", "ivfsq", "ivfpq", "hnsw")
+KINDS = ("flat", "ivf", "ivfsq", "ivfpq", "ivfpqfs", "hnsw")
+IVF_KINDS = ("ivf", "ivfsq", "ivfpq", "ivfpqfs")
+# ivfpqfs re-ranks this many x k candidates by exact inner product unless IndexSpec.refine says otherwise
+# (measured on clustered data with 2 dimensions a 4-bit code: 10 x k left recall@20 at 0.87, 20 x k 0.998)
+FASTSCAN_REFINE = 20
 # Above this many bytes of IVF-Flat codes (4·N·d) auto picks 8-bit scalar codes: 2 GiB is 5.4M
 # items at d=100; the serving stub holds the index once per loaded version (two during a switch).
 IVF_FLAT_MAX_BYTES = 2 << 30
@@ -81,27 +90,29 @@ class FaissIndexError(SessionrecError, ValueError):
 
 def choose_kind(n_items: int, flat_max_items: int = FLAT_MAX_ITEMS, dim: int = 100,
                 ivf_flat_max_bytes: int = IVF_FLAT_MAX_BYTES) -> str:
-    """'flat' up to flat_max_items, 'ivf' above, 'ivfsq' once IVF-Flat's 4·N·d bytes of codes exceed
-    ivf_flat_max_bytes.
+    """'flat' up to flat_max_items, 'ivfpqfs' above, 'ivfsq' once the float32 table that ivfpqfs
+    re-ranks from (4·N·d bytes, + N·d/4 of codes) would exceed ivf_flat_max_bytes.
 
-    Why IVF and not HNSW above the threshold, at 1M items, d=100, on 2 CPU cores:
-    /work/shared/TRITON-ON-CPU.md measured IVF build ~10 s, query 0.2-0.9 ms against HNSW build
-    ~206 s, query 0.7-2.2 ms. docs/benchmarks/faiss.md (a busier machine): IVF builds in 109 s and
-    answers in 0.05 ms at recall@20 0.97; HNSW with M=16 builds in 147 s and stays at recall 0.92
-    even at efSearch 1024 (1.5 ms). The export runs on every retrain, so HNSW's slower build buys
-    nothing here. HNSW stays available with IndexSpec(kind="hnsw").
+    Why IVF-PQ fast-scan with an exact re-rank above the threshold (docs/BENCHMARKS.md §6, third
+    pass: 1M synthetic items, d=100, real held-out session vectors, one thread as served): at every
+    recall target from 0.95 to 0.99 it had the same held-out recall and HR@20 loss as IVF-Flat and
+    answered 2.5-3.9x sooner (0.67 against 1.66 ms at 0.95, 1.70 against 6.69 ms at 0.99), for 6 %
+    more bytes; its 4-bit codes are scanned 32 at a time with SIMD look-ups while IVF-Flat computes
+    every float inner product. Why IVF and not HNSW: HNSW built in 15 min at 1M and needed 3.5 ms
+    for recall 0.95 on this geometry (dense near-duplicate regions); the export runs on every
+    retrain. The other kinds stay available with IndexSpec(kind=...).
     """
     if n_items < 1:
         raise ValueError(f"n_items must be >= 1, got {n_items}")
     if n_items <= flat_max_items:
         return "flat"
-    return "ivf" if 4 * n_items * dim <= ivf_flat_max_bytes else "ivfsq"
+    return "ivfpqfs" if 4 * n_items * dim <= ivf_flat_max_bytes else "ivfsq"
 
 
 def choice_rule(flat_max_items: int = FLAT_MAX_ITEMS, ivf_flat_max_bytes: int = IVF_FLAT_MAX_BYTES) -> str:
     """The auto rule in words, recorded in the manifest next to the kind it chose."""
-    return (f"auto: flat up to {flat_max_items} items; ivf (IVF-Flat) up to {ivf_flat_max_bytes} bytes of "
-            f"float32 codes (4*N*d); ivfsq (IVF, 8-bit scalar codes) above")
+    return (f"auto: flat up to {flat_max_items} items; ivfpqfs (IVF-PQ fast-scan + exact re-rank) up to "
+            f"{ivf_flat_max_bytes} bytes of float32 table (4*N*d); ivfsq (IVF, 8-bit scalar codes) above")
 
 
 def ivf_nlist(n_items: int) -> int:
@@ -131,7 +142,8 @@ class IndexSpec:
     # (points per list / iterations) all tune to the same nprobe with held-out recall@20 0.96-0.97,
     # building in 4.4, 6.1, 15.6 and 17.8 s.
     kmeans_iterations: int = 10
-    pq_m: int | None = None  # ivfpq sub-quantizers (d must be a multiple); None = d/4 (one byte each)
+    # ivfpq sub-quantizers (d must be a multiple); None = d/4 of 8 bits (ivfpq), d/2 of 4 bits (ivfpqfs)
+    pq_m: int | None = None
     opq: bool = False  # ivfpq behind an OPQ rotation (learned; helps PQ on correlated dimensions)
     # The IVF kinds' coarse quantizer: "flat" compares every vector with all nlist centroids
     # (N·nlist·d flops to add N items: 1e13 at 10M x 12.6k lists, hours on 2 cores); "hnsw" finds the
@@ -251,6 +263,17 @@ def query_latency_ms(
     return np.asarray(times)
 
 
+def _served_query_ms_p50(index: faiss.Index, queries: np.ndarray) -> float:
+    """Batch-1 p50 at one OpenMP thread, as the retrieval step serves (set_threads(1)). With more
+    threads on busy cores a batch-1 search waits for the others: ~8 ms whatever nprobe was measured
+    at 1M items for IVF-PQ fast-scan on two shared cores, against 0.7-1.7 ms at one."""
+    previous = set_threads(1)
+    try:
+        return round(float(np.median(query_latency_ms(index, queries))), 4)
+    finally:
+        faiss.omp_set_num_threads(previous)
+
+
 def _tune(apply, start: int, maximum: int, recall_of, target: float) -> tuple[int, float]:
     """Smallest value in [start, maximum] whose recall reaches target (doubling, then bisection;
     recall grows with nprobe and efSearch). Returns (value, recall); if none reaches it, the maximum or
@@ -312,6 +335,12 @@ def _new_ivf(kind: str, d: int, nlist: int, spec: IndexSpec) -> faiss.Index:
     elif kind == "ivfsq":
         index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit,
                                               faiss.METRIC_INNER_PRODUCT)
+    elif kind == "ivfpqfs":
+        m = spec.pq_m or max(1, d // 2)
+        if d % m:
+            raise ValueError(f"ivfpqfs: d={d} is not a multiple of pq_m={m}")
+        index = faiss.IndexIVFPQFastScan(quantizer, d, nlist, m, 4, faiss.METRIC_INNER_PRODUCT)
+        index.by_residual = True  # off by default here; codes of the offset from the list's centroid are finer
     else:
         m = spec.pq_m or max(1, d // 4)
         if d % m:
@@ -324,12 +353,17 @@ def _new_ivf(kind: str, d: int, nlist: int, spec: IndexSpec) -> faiss.Index:
         index.clustering_index = faiss.IndexFlatIP(d)
     if kind == "ivfpq" and spec.opq:
         index = faiss.IndexPreTransform(faiss.OPQMatrix(d, index.pq.M), index)
-    if spec.refine:
-        if spec.refine < 1:
-            raise ValueError(f"refine must be 0 (no re-rank) or >= 1 candidates per result, got {spec.refine}")
+    refine = _refine(kind, spec)
+    if refine:
         index = faiss.IndexRefineFlat(index)
-        index.k_factor = float(spec.refine)
+        index.k_factor = float(refine)
     return index
+
+
+def _refine(kind: str, spec: IndexSpec) -> int:
+    if spec.refine < 0:
+        raise ValueError(f"refine must be 0 (no re-rank) or >= 1 candidates per result, got {spec.refine}")
+    return spec.refine or (FASTSCAN_REFINE if kind == "ivfpqfs" else 0)
 
 
 def retune(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray, target_recall: float,
@@ -375,7 +409,7 @@ def build_index(
     t0 = time.perf_counter()
     if kind == "flat":
         index = faiss.IndexFlatIP(d)
-    elif kind in ("ivf", "ivfsq", "ivfpq"):
+    elif kind in IVF_KINDS:
         nlist = min(spec.nlist or ivf_nlist(n), n)
         index = _new_ivf(kind, d, nlist, spec)
         # k-means samples train_points_per_list x nlist rows anyway; passing only a sample keeps
@@ -396,7 +430,7 @@ def build_index(
     recall: float | None = 1.0 if kind == "flat" else None
     if kind != "flat":
         # the knob's value without tune queries, where tuning starts, and its maximum
-        if kind != "hnsw":
+        if kind in IVF_KINDS:
             default, floor, maximum = spec.nprobe or DEFAULT_NPROBE, spec.nprobe or 1, _ivf(index).nlist
         else:
             default, floor = spec.ef_search or DEFAULT_EF_SEARCH, spec.ef_search or TUNE_K
@@ -411,7 +445,7 @@ def build_index(
                 return _recall(index.search(queries, TUNE_K)[1], exact)
 
             _, recall = _tune(lambda v: _set_search_knob(index, v), floor, maximum, recall_of, target_recall)
-    if kind in ("ivf", "ivfsq", "ivfpq"):
+    if kind in IVF_KINDS:
         ivf = _ivf(index)
         params = {"nlist": int(ivf.nlist), "nprobe": int(ivf.nprobe),
                   "train_points_per_list": spec.train_points_per_list,
@@ -420,8 +454,10 @@ def build_index(
             params["codes"] = "8-bit scalar"
         if kind == "ivfpq":
             params.update({"pq_m": int(faiss.downcast_index(ivf).pq.M), "pq_bits": 8, "opq": spec.opq})
-        if spec.refine:
-            params["refine_k_factor"] = spec.refine
+        if kind == "ivfpqfs":
+            params.update({"pq_m": int(faiss.downcast_index(ivf).pq.M), "pq_bits": 4, "fast_scan": True})
+        if _refine(kind, spec):
+            params["refine_k_factor"] = _refine(kind, spec)
     elif kind == "hnsw":
         params = {"M": spec.hnsw_m, "ef_construction": int(index.hnsw.efConstruction),
                   "ef_search": int(index.hnsw.efSearch)}
@@ -437,7 +473,7 @@ def build_index(
         dim=d,
         build_seconds=round(build_seconds, 3),
         index_bytes=int(faiss.serialize_index(index).nbytes),
-        query_ms_p50=round(float(np.median(query_latency_ms(index, latency_queries))), 4),
+        query_ms_p50=_served_query_ms_p50(index, latency_queries),
         recall_at_20=recall,
         tune_seconds=round(tune_seconds, 3),
         chosen_by=choice_rule() if spec.kind == "auto" else "requested",
@@ -475,6 +511,21 @@ def load_index(path: str | Path) -> faiss.Index:
     return index
 
 
+def refine_params(index: faiss.Index, k: int):
+    """For a re-ranking index: search parameters that re-rank the same candidates whatever k is.
+
+    IndexRefine re-ranks k_factor x k candidates, so on its own a request's top 20 would depend on its
+    K and, in a batch searched at the largest K + seen items, on its neighbours': answers that
+    differ from the canaries' and from one batch to the next. Here the pool is fixed at
+    k_factor x TUNE_K (what the recall was tuned with) or k if larger, so every k up to the pool gets
+    the top k of one exactly re-ranked candidate list. None for other indexes.
+    """
+    if not isinstance(index, faiss.IndexRefine):
+        return None
+    pool = max(int(round(index.k_factor * TUNE_K)), k)
+    return faiss.IndexRefineSearchParameters(k_factor=(pool + 0.5) / k)  # int(k * factor) == pool
+
+
 def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k items per session vector: (scores (B, k) float32, model_ids (B, k) int64), best first.
 
@@ -484,7 +535,7 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     queries = _as_matrix(queries, "queries", index.d)
-    scores, positions = index.search(queries, k)  # (B, k), (B, k)
+    scores, positions = index.search(queries, k, params=refine_params(index, k))  # (B, k), (B, k)
     missing = positions < 0
     model_ids = np.where(missing, 0, positions + 1).astype(np.int64)
     scores = np.where(missing, -np.inf, scores).astype(np.float32)

@@ -45,6 +45,9 @@ class TuneConfig:
     # scores on the tail before it, and ranks trials by the mean, so a recipe is not fitted to one
     # period alone (the score of each cut is kept in the trial's attributes).
     cuts: int = 1
+    # A new study's first trial is the base config itself (the shipped defaults plus any flags given),
+    # so the table always answers "does any sampled config beat the recipe at this budget?".
+    baseline_first: bool = True
 
 
 def search_space(params: str = "") -> dict[str, tuple[str, tuple]]:
@@ -72,6 +75,24 @@ def suggest(trial, name: str, space: tuple):
     if kind == "categorical":
         return trial.suggest_categorical(name, list(args[0]))
     raise ValueError(f"{name}: unknown search space kind {kind!r}")
+
+
+def in_space(value, space: tuple) -> bool:
+    kind, *args = space
+    if kind == "categorical":
+        return value in args[0]
+    return args[0] <= value <= args[1]
+
+
+def baseline_params(space: dict, base_model: ModelConfig, base_train: TrainConfig) -> dict:
+    """The searched fields' values in the base configs, those inside their ranges (a value outside,
+    e.g. a flag given on the command line, is left to the sampler rather than stretched into the space)."""
+    values = {}
+    for name, (owner, spec) in space.items():
+        value = getattr(base_model if owner == "model" else base_train, name)
+        if in_space(value, spec):
+            values[name] = value
+    return values
 
 
 def _training_only(dataset: SessionDataset) -> SessionDataset:
@@ -109,6 +130,8 @@ def tune(data, out: str | Path, config: TuneConfig | None = None, base_model: Mo
     dataset = _training_only(data if isinstance(data, SessionDataset) else load_dataset(data))
     space = search_space(config.params)
     study = open_study(out, config)
+    if config.baseline_first and not study.trials:
+        study.enqueue_trial(baseline_params(space, base_model, base_train), user_attrs={"baseline": True})
     started = time.monotonic()
 
     def objective(trial) -> float:
@@ -165,7 +188,8 @@ def _rows(study, space) -> list[dict]:
     for t in study.trials:
         valid = t.user_attrs.get("valid") or {}
         rows.append({
-            "trial": t.number, "state": t.state.name, "score": None if t.value is None else round(t.value, 3),
+            "trial": t.number, "baseline": bool(t.user_attrs.get("baseline")), "state": t.state.name,
+            "score": None if t.value is None else round(t.value, 3),
             "valid_HR@20": valid.get("HR@20"), "valid_MRR@20": valid.get("MRR@20"),
             "epochs": len([k for k in t.user_attrs if k.startswith("epoch_")]),
             "best_epoch": t.user_attrs.get("best_epoch"), "seconds": t.user_attrs.get("seconds"),

@@ -56,6 +56,17 @@ def test_tune_runs_reports_and_never_reads_the_test_split(tmp_path, monkeypatch)
     for trial in study.trials:
         if trial.state == TrialState.COMPLETE:
             assert trial.intermediate_values  # the pruner was fed every epoch
+    first = study.trials[0]  # the base config itself, so the table shows what the sampler beat
+    assert first.user_attrs["baseline"] is True
+    assert first.params == {"dropout": TINY_MODEL.dropout, "scale": TINY_MODEL.scale, "lr": TINY_TRAIN.lr,
+                            "position": TINY_MODEL.position}
+    assert "| 0 | True |" in (tmp_path / "trials.md").read_text()
+
+
+def test_baseline_params_leave_out_values_outside_the_space():
+    from sessionrec.tune import baseline_params
+    space = search_space("dropout,lr")
+    assert baseline_params(space, ModelConfig(dropout=0.9), TrainConfig(lr=1e-3)) == {"lr": 1e-3}
 
 
 def test_a_second_validation_cut_scores_an_earlier_period(tmp_path):

@@ -24,12 +24,14 @@ def add_parser(sub) -> None:
     parser.add_argument("--data", help="sessions to verify against (default: the data the checkpoint was trained on)")
     parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
                         help="encoder file the CPU server runs; all three are measured (default fp32)")
-    parser.add_argument("--index", choices=["auto", "flat", "ivf", "ivfsq", "ivfpq", "hnsw"], default="auto",
+    parser.add_argument("--index", choices=["auto", "flat", "ivf", "ivfsq", "ivfpq", "ivfpqfs", "hnsw"], default="auto",
                         help="FAISS index; auto = exact up to 200k items, IVF-Flat above, IVF with 8-bit codes once "
-                             "IVF-Flat would pass 2 GiB (default auto)")
+                             "IVF-Flat would pass 2 GiB (default auto); ivfpqfs = IVF with 4-bit PQ fast-scan codes "
+                             "and an exact re-rank (docs/LARGE_CATALOGUES.md)")
     parser.add_argument("--target-recall", type=float, default=0.95,
                         help="ANN indexes are tuned to at least this recall@20 vs exact on real session vectors "
-                             "(default 0.95; at 1M synthetic items 0.99 keeps HR@20 within 0.3 points of exact)")
+                             "(default 0.95; at 1M synthetic items 0.995 keeps HR@20 within 0.15 points of exact, "
+                             "docs/LARGE_CATALOGUES.md)")
     parser.add_argument("--shards", type=int, default=0,
                         help="split retrieval into this many shard models (retrieval_shard_<s>), each served by its own "
                              "tritonserver, the front merging by score; for catalogues beyond one node's memory "

@@ -58,8 +58,8 @@ def test_flat_equals_numpy_exact_top_k():
 def test_choose_kind_thresholds():
     assert choose_kind(1) == "flat"
     assert choose_kind(FLAT_MAX_ITEMS) == "flat"
-    assert choose_kind(FLAT_MAX_ITEMS + 1) == "ivf"
-    assert choose_kind(1_000, flat_max_items=999) == "ivf"
+    assert choose_kind(FLAT_MAX_ITEMS + 1) == "ivfpqfs"
+    assert choose_kind(1_000, flat_max_items=999) == "ivfpqfs"
     with pytest.raises(ValueError, match="n_items"):
         choose_kind(0)
     assert ivf_nlist(1_000_000) == 4_000  # 4·sqrt(N)

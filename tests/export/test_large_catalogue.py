@@ -50,7 +50,7 @@ def test_extend_table_refuses_a_smaller_catalogue():
 
 def test_index_kind_follows_catalogue_size():
     assert faiss_index.choose_kind(faiss_index.FLAT_MAX_ITEMS) == "flat"
-    assert faiss_index.choose_kind(1_000_000, dim=100) == "ivf"  # 400 MB of float32 codes
+    assert faiss_index.choose_kind(1_000_000, dim=100) == "ivfpqfs"  # a 400 MB float32 table to re-rank from
     assert faiss_index.choose_kind(10_000_000, dim=100) == "ivfsq"  # 4 GB: 8-bit codes instead
     assert "ivfsq" in faiss_index.choice_rule()
 
@@ -92,7 +92,7 @@ def test_synthetic_catalogue_exports_with_ivf_and_serves(trained_checkpoint, sam
                             onnx_external_data_bytes=0)  # the path a >2 GB table takes, at CI size
     result = export_version(synthetic, repo, options, progress=False)
     manifest = result.manifest
-    assert manifest["index"]["kind"] == "ivf" and manifest["index"]["chosen_by"].startswith("auto")
+    assert manifest["index"]["kind"] == "ivfpqfs" and manifest["index"]["chosen_by"].startswith("auto")
     assert manifest["index"]["n_items"] == CI_ITEMS and manifest["serving"]["n_items"] == CI_ITEMS
     assert manifest["index"]["recall_at_20"] >= 0.95
     assert manifest["serving"]["encoder_external_data"] is True and manifest["parity"]["passed"]
@@ -222,3 +222,32 @@ def test_ivfpq_with_an_exact_rerank_answers_with_exact_scores_and_keeps_it_throu
     np.testing.assert_array_equal(faiss_index.search(loaded, queries, 20)[1], model_ids)
     with pytest.raises(ValueError, match="refine"):
         faiss_index.build_index(items, faiss_index.IndexSpec(kind="ivf", refine=-1))
+
+
+def test_ivfpq_fast_scan_reranks_exactly_by_default_and_beats_its_codes_alone(tmp_path):
+    """ivfpqfs: 4-bit fast-scan codes find candidates, an exact re-rank (FASTSCAN_REFINE x k by default)
+    scores them, and the tuned nprobe and the re-rank survive save/load (what the stub serves)."""
+    rng = np.random.default_rng(11)
+    centres = rng.standard_normal((64, 32)).astype(np.float32)
+    items = centres[rng.integers(0, 64, 30_000)] + 0.3 * rng.standard_normal((30_000, 32)).astype(np.float32)
+    queries = centres[rng.integers(0, 64, 300)] + 0.3 * rng.standard_normal((300, 32)).astype(np.float32)
+    index, report = faiss_index.build_index(items, faiss_index.IndexSpec(kind="ivfpqfs"), tune_queries=queries[:150],
+                                            target_recall=0.95)
+    assert report.params["pq_bits"] == 4 and report.params["pq_m"] == 16 and report.params["fast_scan"]
+    assert report.params["refine_k_factor"] == faiss_index.FASTSCAN_REFINE
+    assert report.recall_at_20 >= 0.95
+    assert faiss_index.recall_at_k(index, items, queries[150:]) >= 0.9  # held out
+    codes_only = faiss_index.build_index(items, faiss_index.IndexSpec(kind="ivfpqfs", refine=1,
+                                                                      nprobe=report.params["nprobe"]))[0]
+    assert faiss_index.recall_at_k(index, items, queries[150:]) > faiss_index.recall_at_k(codes_only, items, queries[150:])
+    scores, model_ids = faiss_index.search(index, queries, 20)
+    np.testing.assert_allclose(scores, np.einsum("bd,bkd->bk", queries, items[model_ids - 1]), rtol=1e-5, atol=1e-4)
+    # one candidate pool whatever k: a request's top 20 does not change with its K or its batch's
+    # largest K + seen items (the served depth), which a plain k_factor x k re-rank would do
+    for k in (5, 25, 60):
+        deeper = faiss_index.search(index, queries, k)[1]
+        np.testing.assert_array_equal(deeper[:, :min(k, 20)], model_ids[:, :min(k, 20)])
+    loaded = faiss_index.load_index(faiss_index.save_index(index, tmp_path / "items.faiss"))
+    np.testing.assert_array_equal(faiss_index.search(loaded, queries, 20)[1], model_ids)
+    with pytest.raises(ValueError, match="pq_m"):
+        faiss_index.build_index(items, faiss_index.IndexSpec(kind="ivfpqfs", pq_m=5))
