@@ -24,6 +24,10 @@ other jobs on the shared machine weigh on both alike.
   path's p95 overhead there (difference of the two p95s, same run);
 - sequential probe: one client, one request at a time, alternating systems: the latency floor and its
   difference, less noisy than the load runs;
+- breakdown: one request at a time, blocks of each system in turn (A B A B ...), and Triton's own
+  statistics over each block: per request, the ensemble's server-side time and the fused step's
+  queue, input, execute and output times, beside the client's round trip; the two systems'
+  difference stage by stage says where the stateful request's extra time goes (stage_breakdown);
 - faults at --fault-rate req/s (open loop): Redis killed for --down-seconds during the run, then
   restarted (failed requests, answers per state, seconds from restart to the first `stored`), and
   Redis hung (SIGSTOP): the latency of requests while it hangs.
@@ -217,6 +221,59 @@ def interleaved_rate(url: str, sessions: list[list[int]], rate: float, slice_s: 
     }
 
 
+STEP = "session_recommender"
+STAGES = ("queue", "compute_input", "compute_infer", "compute_output")
+
+
+def _stats(client, model: str) -> dict:
+    stats = client.get_inference_statistics(model, as_json=True)["model_stats"]
+    return {k: (int(v.get("count", 0)), int(v.get("ns", 0))) for k, v in stats[0]["inference_stats"].items()}
+
+
+def stage_breakdown(url: str, triton, sessions: list[list[int]], blocks: int, per_block: int, k: int) -> dict:
+    """Mean ms per request of each stage, per system, from Triton's statistics over blocks of one
+    system at a time (the step serves both ensembles, so its counters are read around each block).
+    Client e2e is the median of the block's round trips; every block starts at a new session."""
+    import uuid
+
+    from sessionrec.clients import RecommendClient
+
+    sums = {name: {"e2e": [], "ensemble": [0, 0], **{st: [0, 0] for st in STAGES}} for name in SYSTEMS}
+    run = uuid.uuid4().hex
+    # each system replays the same clicks in the same order; a session cut by a block boundary goes on
+    # in that system's next block (its history still in Redis)
+    clicks = {name: iter([(i, s, p) for i, s in enumerate(sessions) for p in range(1, len(s) + 1)]) for name in SYSTEMS}
+    with RecommendClient(url) as client:
+        for block in range(2 * blocks):
+            name = list(SYSTEMS)[block % 2]
+            before = {"ensemble": _stats(triton, name), "step": _stats(triton, STEP)}
+            for _ in range(per_block):
+                index, session, position = next(clicks[name])
+                began = time.perf_counter()
+                if name == "recommend":
+                    client.recommend(session[:position], k=k)
+                else:
+                    client.click(f"{run}-{index}", session[position - 1], k=k, seq=position)
+                sums[name]["e2e"].append((time.perf_counter() - began) * 1000)
+            after = {"ensemble": _stats(triton, name), "step": _stats(triton, STEP)}
+            count, ns = (a - b for a, b in zip(after["ensemble"]["success"], before["ensemble"]["success"]))
+            sums[name]["ensemble"][0] += count
+            sums[name]["ensemble"][1] += ns
+            for stage in STAGES:
+                count, ns = (a - b for a, b in zip(after["step"][stage], before["step"][stage]))
+                sums[name][stage][0] += count
+                sums[name][stage][1] += ns
+    out = {}
+    for name, row in sums.items():
+        out[name] = {"client_e2e_p50": float(np.median(row["e2e"])), "client_e2e_mean": float(np.mean(row["e2e"])),
+                     "requests": len(row["e2e"]), "per_block": per_block, "blocks": blocks,
+                     **{f"{stage}_mean": row[stage][1] / max(row[stage][0], 1) / 1e6 for stage in ("ensemble", *STAGES)}}
+        out[name]["outside_ensemble_mean"] = out[name]["client_e2e_mean"] - out[name]["ensemble_mean"]
+        step = sum(out[name][f"{stage}_mean"] for stage in STAGES)
+        out[name]["ensemble_outside_step_mean"] = out[name]["ensemble_mean"] - step
+    return out
+
+
 def fault_runs(url: str, redis, base: LoadTest, rate: float, seconds: float, down_s: float, log,
                prioritise=lambda redis: None) -> dict:
     """Redis killed during an open-loop run of recommend_session, then restarted; then Redis hung."""
@@ -345,6 +402,21 @@ def markdown(results: dict) -> str:
         diff = probe["paired_difference_ms"]
         lines += ["", f"Paired difference (session minus stateless, same click): median {diff['median']:+.2f} ms, "
                   f"95th percentile {diff['p95_of_difference']:+.2f} ms.", ""]
+    if results.get("breakdown"):
+        b = results["breakdown"]
+        rows = [("client round trip (mean)", "client_e2e_mean"), ("… outside the ensemble: client library, gRPC, "
+                 "server front end", "outside_ensemble_mean"), ("ensemble, server side (Triton `success`)", "ensemble_mean"),
+                ("… ensemble scheduler, outside the step", "ensemble_outside_step_mean"), ("step queue", "queue_mean"),
+                ("step inputs (`compute_input`)", "compute_input_mean"), ("step execute (`compute_infer`)", "compute_infer_mean"),
+                ("step outputs (`compute_output`)", "compute_output_mean"), ("client round trip (median)", "client_e2e_p50")]
+        lines += ["## Where the stateful request's time goes (one request at a time, Triton's statistics)", "",
+                  f"{b['recommend'].get('blocks', '')} blocks of {b['recommend'].get('per_block', '')} requests per system, "
+                  f"alternating ({b['recommend']['requests']} each); mean ms per request.", "",
+                  "| stage | recommend | recommend_session | difference |", "|---|---:|---:|---:|"]
+        for label, key in rows:
+            lines.append(f"| {label} | {b['recommend'][key]:.3f} | {b['recommend_session'][key]:.3f} | "
+                         f"{b['recommend_session'][key] - b['recommend'][key]:+.3f} |")
+        lines.append("")
     if results.get("faults"):
         kill, hung = results["faults"]["killed"], results["faults"]["hung"]
         lines += ["## Faults", "",
@@ -378,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-faults", action="store_true", help="same as leaving `faults` out of --phases")
     parser.add_argument("--phases", default="interleaved,probe,ladder,rates,faults",
                         help="which phases to run, comma-separated (always in this order)")
+    parser.add_argument("--breakdown-blocks", type=int, default=6, help="breakdown phase: blocks of each system")
+    parser.add_argument("--breakdown-requests", type=int, default=100, help="breakdown phase: requests per block")
     parser.add_argument("--slice-seconds", type=float, default=3.0,
                         help="interleaved phase: length of one slice; short, so a stall rarely covers a whole pair")
     parser.add_argument("--slice-pairs", type=int, default=20, help="interleaved phase: pairs of slices per rate")
@@ -416,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = json.loads(next((repository / "recommend").glob("*/manifest.json")).read_text())
     results: dict = {"ladder": {}, "rates": {}, "best": {}, "interleaved": {}}
     phases = set(args.phases.split(",")) - ({"faults"} if args.no_faults else set())
-    unknown = phases - {"interleaved", "probe", "ladder", "rates", "faults"}
+    unknown = phases - {"interleaved", "breakdown", "probe", "ladder", "rates", "faults"}
     if unknown:
         parser.error(f"--phases: unknown {sorted(unknown)}")
     with LocalRedis() as redis:
@@ -434,6 +508,11 @@ def main(argv: list[str] | None = None) -> int:
                 results["interleaved"][f"{rate:g}"] = row
                 log(f"interleaved {rate:g} req/s: paired p95 difference median "
                     f"{row['paired_p95_difference_ms']['median']:+.2f} ms")
+            if "breakdown" in phases:
+                log("stage breakdown")
+                results["breakdown"] = stage_breakdown(server.grpc_url, server.server.client(), sessions,
+                                                       args.breakdown_blocks, args.breakdown_requests, args.k)
+                log(f"breakdown: {json.dumps(results['breakdown'])}")
             if "probe" in phases:
                 log("sequential probe")
                 results["probe"] = sequential_probe(server.grpc_url, sessions, args.probe_requests, args.k)
