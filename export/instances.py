@@ -7,13 +7,17 @@ second copy of the version in memory: each stub loads the encoder, the FAISS ind
 and during a switch both versions are loaded, so two instances hold four stubs.
 
 Rule (`ServingConfig.fused_instances = None`, the default): 2 while one stub's estimated memory is at
-most TWO_INSTANCES_MAX_STUB_BYTES (0.5 GiB), else 1. The estimate is M_base (python, onnxruntime,
+most TWO_INSTANCES_MAX_STUB_BYTES (1.5 GiB), else 1. The estimate is M_base (python, onnxruntime,
 FAISS: ~0.15 GB, docs/LARGE_CATALOGUES.md "Cost model") + the bytes of the files the stub loads (the
 served encoder file with its external data, the retrieval folder: index, ids, popularity, one-click
-table; the preprocess id map). It matched the measured RSS at 1M items (0.99 GB against 0.97 GiB).
-The budget keeps what the second instance adds during a switch (two versions x one more stub) at
-1 GiB at most: the Diginetica catalogue (43k items, ~0.19 GB a stub) gets 2, a 1M-item catalogue
-(~1 GB a stub, 4 GB in a switch with two instances) gets 1. `--fused-instances N` overrides.
+table; the preprocess id map). It matched the measured RSS at 1M items (0.99 GB against 0.97 GiB;
+1.03 GiB with the fast-scan index).
+The budget: during a switch two versions x two instances are loaded, four stubs, at most 6 GiB at the
+budget, inside the chart's 8 GiB memory request for the Triton container. The Diginetica catalogue
+(43k items, ~0.19 GB a stub) and a 1M-item one (~1 GB a stub) get 2; 10M items (~5 GB) get 1.
+Until 2026-12-08 the budget was 0.5 GiB and 1M items got one instance: measured at 1M on two busy
+cores, one instance stalled 70 of 300 sequential requests for ~500 ms and met p95 <= 70 ms at no
+load step (docs/BENCHMARKS.md §6). `--fused-instances N` overrides.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 
 STUB_BASE_BYTES = 150_000_000  # python + numpy + onnxruntime + FAISS imported, no model (cost model M_base)
-TWO_INSTANCES_MAX_STUB_BYTES = 1 << 29  # 0.5 GiB: the second instance adds at most 1 GiB during a switch
+TWO_INSTANCES_MAX_STUB_BYTES = 3 << 29  # 1.5 GiB: a switch holds four stubs, at most 6 GiB (the chart requests 8)
 ONE_CLICK_BYTES_PER_ANSWER = 12  # int64 id + float32 score per (item, rank) of the one-click table
 
 

@@ -44,7 +44,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--response-cache", action="store_true", help="enable Triton's response cache on the ensemble")
     parser.add_argument("--fused-instances", type=_instances, default=None,
                         help="session_recommender stubs on the CPU layout (default: chosen by memory, 2 while one stub's "
-                             "estimated memory is at most 0.5 GiB, else 1; recorded in the manifest's fused_instances). "
+                             "estimated memory is at most 1.5 GiB, else 1; recorded in the manifest's fused_instances). "
                              "2 removes tritonserver 2.51's ~500 ms batcher stalls and measured 2.7x the capacity at "
                              "p95 <= 70 ms (docs/BENCHMARKS.md section 4) for a second copy of the version in memory")
     parser.add_argument("--history-max-len", type=int, default=ServingConfig.history_max_len,

@@ -206,22 +206,24 @@ def test_fused_instances_option():
 
 
 def test_fused_instances_rule_by_stub_memory():
-    """2 instances while one stub's estimate is at most 0.5 GiB (export/instances.py); the 1M-item stub
-    measured 0.97 GiB RSS (docs/BENCHMARKS.md section 6), the Diginetica one is ~0.19 GB."""
+    """2 instances while one stub's estimate is at most 1.5 GiB (export/instances.py); the 1M-item stub
+    measured 0.97-1.03 GiB RSS (docs/BENCHMARKS.md section 6), the Diginetica one is ~0.19 GB."""
     from sessionrec.export import instances
 
     budget = instances.TWO_INSTANCES_MAX_STUB_BYTES
-    assert budget == 1 << 29
+    assert budget == 3 << 29
     # Diginetica, 43,097 items, d=100, flat: encoder table + index 4*N*d each, ids/popularity 40*N
     digi = instances.stub_bytes(2 * 4 * 43_097 * 100 + 40 * 43_097, one_click_answers=43_097 * 20)
     assert digi < 0.25e9 and instances.choose(digi)["count"] == 2
     # 1M items, d=100, ivf: model.onnx 401 MB + items.faiss 410 MB + ids 24 MB (the measured export)
     million = instances.stub_bytes(401_000_000 + 410_000_000 + 24_000_000)
-    assert 0.95e9 < million < 1.05e9 and instances.choose(million)["count"] == 1
+    assert 0.95e9 < million < 1.05e9 and instances.choose(million)["count"] == 2
+    # 10M items, d=100, ivfsq: a 4 GB encoder table + 1 GB of codes + 0.24 GB of ids
+    assert instances.choose(instances.stub_bytes(4_000_000_000 + 1_080_000_000 + 240_000_000))["count"] == 1
     chosen = instances.choose(budget)
     assert chosen == {"count": 2, "chosen_by": instances.rule_text(), "stub_estimate_bytes": budget, "budget_bytes": budget}
     assert instances.choose(budget + 1)["count"] == 1
-    assert instances.choose(million, requested=2) == {"count": 2, "chosen_by": "requested",
+    assert instances.choose(million, requested=1) == {"count": 1, "chosen_by": "requested",
                                                       "stub_estimate_bytes": million, "budget_bytes": budget}
     assert instances.choose(digi, requested=1)["count"] == 1
     for bad in (0, -2, True, 2.0):
