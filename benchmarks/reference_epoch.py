@@ -75,7 +75,9 @@ def main() -> None:
     for _ in range(args.rounds):
         refs.append(reference_step_ms(args.reference, train_x, train_y, dataset.n_items, 100, args.steps, args.threads))
         for batch in ours_runs:
-            ours_runs[batch].append(profile(train_x, train_y, dataset.n_items, batch, args.threads, args.steps, 100))
+            # the batches `sessionrec train` draws (length-bucketed), the training step it runs
+            ours_runs[batch].append(profile(train_x, train_y, dataset.n_items, batch, args.threads, args.steps, 100,
+                                            batching="bucketed")[0])
     median = lambda rows: min(rows, key=lambda r: abs(r["step_ms"] - float(np.median([x["step_ms"] for x in rows]))))  # noqa: E731
     ref = median(refs)
     ours = [median(rows) for rows in ours_runs.values()]
