@@ -146,21 +146,6 @@ def _peak_rss_gib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
 
 
-def _one_thread_p50(index, queries) -> float:
-    """Batch-1 query p50 at one faiss thread, as the stub serves. With two OpenMP threads on two busy
-    cores a batch-1 search waits for the second thread: a flat ~8 ms whatever nprobe (measured at 1M)."""
-    import faiss
-
-    from sessionrec.export.faiss_index import query_latency_ms
-
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        return round(float(np.median(query_latency_ms(index, queries))), 3)
-    finally:
-        faiss.omp_set_num_threads(previous)
-
-
 def _hr20(found_positions: np.ndarray, targets: np.ndarray) -> float:
     """HR@20 in points: the target model id (1..N) among the top 20 positions (+1)."""
     return float(100 * ((found_positions + 1) == targets[:, None]).any(axis=1).mean())
@@ -170,6 +155,7 @@ def stage_index(args, work: Path) -> dict:
     import faiss
 
     from sessionrec.export.faiss_index import (IndexSpec, build_index, exact_positions, query_latency_ms, recall_at_k,
+                                               served_query_ms_p50,
                                                retune)
 
     tune, vectors, targets = _real_vectors(args)
@@ -219,7 +205,7 @@ def stage_index(args, work: Path) -> dict:
             row = {"knob": value, "tune_recall": round(tuned, 4),  # nprobe (IVF kinds) or efSearch (hnsw)
                    "held_out_recall_at_20": round(recall_at_k(index, table, vectors, 20, exact), 4),
                    "HR@20": _hr20(found, targets),
-                   "query_ms_p50": _one_thread_p50(index, vectors[:300])}
+                   "query_ms_p50": served_query_ms_p50(index, vectors[:300])}  # one thread, as served
             row["HR@20_loss_points"] = round(rows["exact"]["HR@20"] - row["HR@20"], 3)
             rows[kind]["at_target"][f"{target:g}"] = row
             _log(f"  {kind} @ {target:g}: {json.dumps(row)}")

@@ -263,7 +263,7 @@ def query_latency_ms(
     return np.asarray(times)
 
 
-def _served_query_ms_p50(index: faiss.Index, queries: np.ndarray) -> float:
+def served_query_ms_p50(index: faiss.Index, queries: np.ndarray) -> float:
     """Batch-1 p50 at one OpenMP thread, as the retrieval step serves (set_threads(1)). With more
     threads on busy cores a batch-1 search waits for the others: ~8 ms whatever nprobe was measured
     at 1M items for IVF-PQ fast-scan on two shared cores, against 0.7-1.7 ms at one."""
@@ -456,8 +456,9 @@ def build_index(
             params.update({"pq_m": int(faiss.downcast_index(ivf).pq.M), "pq_bits": 8, "opq": spec.opq})
         if kind == "ivfpqfs":
             params.update({"pq_m": int(faiss.downcast_index(ivf).pq.M), "pq_bits": 4, "fast_scan": True})
-        if _refine(kind, spec):
-            params["refine_k_factor"] = _refine(kind, spec)
+        refine = _refine(kind, spec)
+        if refine:
+            params["refine_k_factor"] = refine
     elif kind == "hnsw":
         params = {"M": spec.hnsw_m, "ef_construction": int(index.hnsw.efConstruction),
                   "ef_search": int(index.hnsw.efSearch)}
@@ -473,7 +474,7 @@ def build_index(
         dim=d,
         build_seconds=round(build_seconds, 3),
         index_bytes=int(faiss.serialize_index(index).nbytes),
-        query_ms_p50=_served_query_ms_p50(index, latency_queries),
+        query_ms_p50=served_query_ms_p50(index, latency_queries),
         recall_at_20=recall,
         tune_seconds=round(tune_seconds, 3),
         chosen_by=choice_rule() if spec.kind == "auto" else "requested",

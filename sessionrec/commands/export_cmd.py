@@ -25,9 +25,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
                         help="encoder file the CPU server runs; all three are measured (default fp32)")
     parser.add_argument("--index", choices=["auto", "flat", "ivf", "ivfsq", "ivfpq", "ivfpqfs", "hnsw"], default="auto",
-                        help="FAISS index; auto = exact up to 200k items, IVF-Flat above, IVF with 8-bit codes once "
-                             "IVF-Flat would pass 2 GiB (default auto); ivfpqfs = IVF with 4-bit PQ fast-scan codes "
-                             "and an exact re-rank (docs/LARGE_CATALOGUES.md)")
+                        help="FAISS index; auto = exact up to 200k items, ivfpqfs (IVF with 4-bit PQ fast-scan codes "
+                             "and an exact re-rank) above, IVF with 8-bit codes once a float32 copy of the table would "
+                             "pass 2 GiB (default auto; docs/LARGE_CATALOGUES.md)")
     parser.add_argument("--target-recall", type=float, default=0.95,
                         help="ANN indexes are tuned to at least this recall@20 vs exact on real session vectors "
                              "(default 0.95; at 1M synthetic items 0.995 keeps HR@20 within 0.15 points of exact, "
